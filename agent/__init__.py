@@ -1,0 +1,1 @@
+"""The agent: policy, state and the asyncio services that run the miner."""

@@ -1,0 +1,148 @@
+"""`hashbay-agent`: command line, start-up checks and exit codes (sysexits where they fit).
+
+Everything that can be wrong before the hardware is touched (arguments, config, state
+and runtime directories) is checked here and reported as one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from hashbay import __version__
+from hashbay.agent.app import run_agent
+from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.logsetup import RecentEvents, configure_logging
+from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.supervisor import EXIT_SOFTWARE
+from hashbay.drivers.errors import ConfigError, HardwareError
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a device the config names is missing
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: state or runtime directory unusable
+EXIT_CONFIG = 78  # EX_CONFIG
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="hashbay-agent",
+        description="hashbay agent daemon: runs the miner's hashboards, fans and power.",
+    )
+    parser.add_argument("--version", action="version", version=f"hashbay-agent {__version__}")
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        metavar="FILE",
+        help="TOML config file (default: the packaged simulated rig)",
+    )
+    parser.add_argument(
+        "--check-config", type=Path, metavar="FILE", help="validate FILE and exit (0 = valid)"
+    )
+    parser.add_argument("--state-dir", metavar="DIR", help="override agent.state_dir")
+    parser.add_argument("--runtime-dir", metavar="DIR", help="override agent.runtime_dir")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="draw live status in this terminal; logs go to STATE_DIR/agent.log",
+    )
+    parser.add_argument(
+        "--log-format", choices=("auto", "json", "console"), default="auto", help="log format"
+    )
+    return parser.parse_args(argv)
+
+
+def prepare_dir(path: str, key: str) -> None:
+    """Create the directory if needed and prove it is writable, or raise OSError with why."""
+    directory = Path(path)
+    if not directory.is_absolute():
+        raise OSError(f"{key} {path}: must be an absolute path")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(
+            f"{key} {path}: not usable ({reason}); create it writable for this user "
+            f"or pass --{key.replace('_', '-')}"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.check_config is not None:
+        return check_config(args.check_config)
+    config_path = args.config or default_config_path()
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"hashbay-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = _absolute(args.state_dir)
+    runtime_dir = _absolute(args.runtime_dir)
+    config = config.with_dirs(state_dir, runtime_dir)
+    try:
+        prepare_dir(config.agent.state_dir, "state_dir")
+        prepare_dir(config.agent.runtime_dir, "runtime_dir")
+    except OSError as exc:
+        print(f"hashbay-agent: {exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    return run(config, args)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)
+
+
+def check_config(path: Path) -> int:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(f"hashbay-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: ok")
+    return 0
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    recent = RecentEvents() if args.live else None
+    log_stream: TextIO = sys.stderr
+    if args.live:
+        log_path = Path(config.agent.state_dir) / "agent.log"
+        log_stream = log_path.open("a", encoding="utf-8", buffering=1)
+    configure_logging(config.agent.log_level, stream=log_stream, fmt=args.log_format, recent=recent)
+    log = structlog.get_logger("hashbay.main")
+    log.info("starting", version=__version__, name=config.agent.name, pid=os.getpid())
+    notifier = SystemdNotifier()
+    try:
+        return asyncio.run(
+            run_agent(
+                config,
+                notifier=notifier,
+                live=sys.stdout if args.live else None,
+                recent=recent,
+            )
+        )
+    except HardwareError as exc:
+        log.critical("hardware unavailable", error=str(exc))
+        print(f"hashbay-agent: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except Exception as exc:
+        log.critical("agent crashed", exc_info=True)
+        print(f"hashbay-agent: internal error: {exc!r}", file=sys.stderr)
+        return EXIT_SOFTWARE
+    finally:
+        if log_stream is not sys.stderr:
+            log_stream.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

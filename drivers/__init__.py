@@ -1,0 +1,1 @@
+"""Drivers: bytes on a bus to typed values and back, with no policy and no loops of their own."""

@@ -1,0 +1,107 @@
+"""The GPIO lines of one hashboard slot: presence, power enable, chain reset, locate LED.
+
+Presence comes from a contact that bounces when a module slides in or out, so the raw
+level is only believed once it has held still for the debounce time. Edges are timed in
+the pin callback; the decision is made when someone asks, so there is no thread here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gpiozero import LED, DigitalInputDevice, DigitalOutputDevice
+
+
+class SlotPins:
+    """GPIO of one slot. Power and reset start in their safe levels: off and held in reset."""
+
+    def __init__(
+        self,
+        presence_pin: int,
+        power_pin: int,
+        reset_pin: int,
+        led_pin: int,
+        pin_factory: Any,
+        *,
+        debounce_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        on_presence_edge: Callable[[], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._debounce_s = debounce_s
+        self._on_edge = on_presence_edge
+        self._lock = threading.Lock()
+        # Presence switch pulls the line low when a module is seated.
+        self._presence = DigitalInputDevice(presence_pin, pull_up=True, pin_factory=pin_factory)
+        self._power = DigitalOutputDevice(power_pin, initial_value=False, pin_factory=pin_factory)
+        self._reset = DigitalOutputDevice(
+            reset_pin, active_high=False, initial_value=True, pin_factory=pin_factory
+        )
+        self._led = LED(led_pin, initial_value=False, pin_factory=pin_factory)
+        self._last_edge = clock()
+        self._stable = bool(self._presence.is_active)
+        self._presence.when_activated = self._edge
+        self._presence.when_deactivated = self._edge
+
+    def _edge(self) -> None:
+        with self._lock:
+            self._last_edge = self._clock()
+        if self._on_edge is not None:
+            self._on_edge()
+
+    @property
+    def debounce_s(self) -> float:
+        return self._debounce_s
+
+    def present(self) -> bool:
+        """Debounced presence: the raw level once it has been steady for debounce_s."""
+        with self._lock:
+            if self._clock() - self._last_edge >= self._debounce_s:
+                self._stable = bool(self._presence.is_active)
+            return self._stable
+
+    def settling(self) -> bool:
+        """True while the contact is still bouncing (an edge within the debounce time)."""
+        with self._lock:
+            return self._clock() - self._last_edge < self._debounce_s
+
+    @property
+    def power_enabled(self) -> bool:
+        return bool(self._power.is_active)
+
+    def enable_power(self, on: bool) -> None:
+        self._power.value = on
+
+    @property
+    def in_reset(self) -> bool:
+        return bool(self._reset.is_active)
+
+    def hold_reset(self, held: bool) -> None:
+        self._reset.value = held
+
+    def locate(self, mode: str) -> None:
+        """Locate LED: 'off', 'on' or 'blink' (1 Hz, so a technician finds the slot)."""
+        if mode == "off":
+            self._led.off()
+        elif mode == "on":
+            self._led.on()
+        elif mode == "blink":
+            self._led.blink(on_time=0.5, off_time=0.5)
+        else:
+            raise ValueError(f"locate mode must be off, on or blink, not {mode!r}")
+
+    @property
+    def led_lit(self) -> bool:
+        return bool(self._led.is_lit)
+
+    def safe(self) -> None:
+        """Power off and hold the chain in reset; safe to call from any thread, any time."""
+        self._power.off()
+        self._reset.on()
+
+    def close(self) -> None:
+        for device in (self._led, self._reset, self._power, self._presence):
+            device.close()

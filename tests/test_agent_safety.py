@@ -1,0 +1,146 @@
+"""The agent in-process on simulated pins: signals, stalls and stuck polls end in the safe state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from hashbay.agent.app import run_agent
+from hashbay.agent.buses import Buses
+from hashbay.agent.config import Config, load_config
+from hashbay.agent.rig import Rig, RigSnapshot
+from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.supervisor import EXIT_SOFTWARE
+
+from .support import NotifyListener, write_config
+
+
+class RecordingRig(Rig):
+    """The real Rig, with a switch to make its poll hang and a log of safe-state calls."""
+
+    def __init__(self, config: Config, buses: Buses) -> None:
+        super().__init__(config, buses)
+        self.hang_poll = threading.Event()
+        self.release = threading.Event()
+        self.safe_state_at: list[float] = []
+
+    def poll(self) -> RigSnapshot:
+        if self.hang_poll.is_set():
+            self.release.wait(10)
+        return super().poll()
+
+    def safe_state(self) -> None:
+        self.safe_state_at.append(time.monotonic())
+        super().safe_state()
+
+    def close(self) -> None:
+        self.at_close = outputs(self)
+        super().close()
+
+
+Outputs = tuple[tuple[bool, ...], tuple[bool, ...], tuple[float, ...]]
+
+
+def outputs(rig: Rig) -> Outputs:
+    """Power enables, chain resets and fan duties as the pins stand now."""
+    return (
+        tuple(pins.power_enabled for pins in rig.slots),
+        tuple(pins.in_reset for pins in rig.slots),
+        tuple(fan.duty for fan in rig.fans),
+    )
+
+
+SAFE: Outputs = ((False,) * 3, (True,) * 3, (1.0,) * 4)
+
+
+def run_with(
+    config: Config, notifier: SystemdNotifier
+) -> tuple[asyncio.Task[int], list[RecordingRig]]:
+    rigs: list[RecordingRig] = []
+
+    def factory(config: Config, buses: Buses) -> Rig:
+        rigs.append(RecordingRig(config, buses))
+        return rigs[-1]
+
+    task = asyncio.create_task(run_agent(config, notifier=notifier, rig_factory=factory))
+    return task, rigs
+
+
+async def until(predicate: object, limit_s: float = 5.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def hashing(rig: Rig) -> None:
+    """Drive the rig the way a running miner would: boards powered, fans slowed."""
+    for pins in rig.slots:
+        pins.enable_power(True)
+        pins.hold_reset(False)
+    for fan in rig.fans:
+        fan.set_duty(0.4)
+
+
+async def test_sigterm_turns_boards_off_and_fans_up_then_exits_zero(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "agent.toml"))
+    task, rigs = run_with(config, SystemdNotifier({}))
+    await until(lambda: bool(rigs))
+    await asyncio.sleep(0.3)
+    rig = rigs[0]
+    hashing(rig)
+    assert outputs(rig) != SAFE
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, 5) == 0
+    assert rig.safe_state_at, "safe state never applied"
+    assert rig.at_close == SAFE
+
+
+async def test_stuck_hardware_poll_stops_watchdog_pings_and_trips_safe_state(
+    tmp_path: Path, notify_listener: NotifyListener
+) -> None:
+    config = load_config(write_config(tmp_path / "agent.toml"))
+    notifier = SystemdNotifier(
+        {"NOTIFY_SOCKET": str(notify_listener.path), "WATCHDOG_USEC": "200000"}
+    )
+    task, rigs = run_with(config, notifier)
+    await asyncio.to_thread(notify_listener.wait_for, "READY", "1")
+    await asyncio.to_thread(notify_listener.wait_for, "WATCHDOG", "1")
+    rig = rigs[0]
+    hashing(rig)
+    rig.hang_poll.set()
+    hung_at = time.monotonic()
+    await asyncio.sleep(config.agent.stall_timeout_s + 1.0)
+    # Pings may go on until the stall timeout has passed (plus one ping period), never after.
+    pings = notify_listener.arrival_times("WATCHDOG")
+    assert pings and max(pings) < hung_at + config.agent.stall_timeout_s + 0.15
+    assert rig.safe_state_at and rig.safe_state_at[0] - hung_at < config.agent.stall_timeout_s + 0.6
+    rig.release.set()
+    assert await asyncio.wait_for(task, 5) == EXIT_SOFTWARE
+    assert rig.at_close == SAFE
+
+
+async def test_stalled_event_loop_trips_safe_state_from_the_guard_thread(
+    tmp_path: Path, notify_listener: NotifyListener
+) -> None:
+    config = load_config(write_config(tmp_path / "agent.toml"))
+    notifier = SystemdNotifier(
+        {"NOTIFY_SOCKET": str(notify_listener.path), "WATCHDOG_USEC": "200000"}
+    )
+    task, rigs = run_with(config, notifier)
+    await asyncio.to_thread(notify_listener.wait_for, "WATCHDOG", "1")
+    rig = rigs[0]
+    hashing(rig)
+    blocked_at = time.monotonic()
+    time.sleep(config.agent.stall_timeout_s + 1.0)  # the whole loop stops here, on purpose
+    unblocked_at = time.monotonic()
+    # While the loop was frozen, the guard thread alone made the hardware safe.
+    assert rig.safe_state_at and blocked_at < rig.safe_state_at[0] < unblocked_at
+    assert outputs(rig) == SAFE
+    assert await asyncio.wait_for(task, 5) == EXIT_SOFTWARE
+    # No ping vouched for the daemon once it had stalled, not even after the loop woke.
+    assert max(notify_listener.arrival_times("WATCHDOG")) < blocked_at + 0.01

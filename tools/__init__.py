@@ -1,0 +1,1 @@
+"""Tools around the agent: technician CLI, simulated rig, benchmarks."""
