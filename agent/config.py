@@ -8,10 +8,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.settings import REQUIRED, array, parse_table, setting, table
+from hashbay.agent.settings import REQUIRED, array, parse_table, scalars, setting, table
 from hashbay.drivers.errors import ConfigError
 
 SIM = "sim"
+
+
+def i2c_address(default: Any, doc: str) -> Any:
+    """A 7-bit I2C address outside the reserved ranges."""
+    return setting(default, doc, min=0x08, max=0x77, hex=True)
 
 
 def pin(doc: str) -> Any:
@@ -71,6 +76,17 @@ class HardwareSection:
         "gpiozero pin factory: `sim` (MockFactory driven by the simulated rig) or a real one.",
         choices=(SIM, "lgpio", "rpigpio"),
     )
+    pmbus_pec: bool = setting(
+        True, "Use SMBus packet error checking (PEC) with the PSU, hot-swap and DC-DC devices."
+    )
+    psu_address: int = i2c_address(0x58, "PMBus address of the PSU.")
+    nonce_check_bits: int = setting(
+        32,
+        "Leading zero bits a reported nonce's hash must have to count (32 = difficulty 1, "
+        "as real chips report); a nonce below it is that chip's hardware error.",
+        min=1,
+        max=64,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +99,24 @@ class LimitsSection:
     )
     fan_duty_max: float = setting(
         1.0, "Highest fan PWM duty any controller may set.", min=0.3, max=1
+    )
+    board_vout_min_v: float = setting(
+        11.0, "Lowest board rail voltage any module may be set to.", unit="V", min=5, max=20
+    )
+    board_vout_max_v: float = setting(
+        15.5, "Highest board rail voltage any module may be set to.", unit="V", min=5, max=20
+    )
+    chip_freq_min_mhz: float = setting(
+        50, "Lowest ASIC frequency that may be set.", unit="MHz", min=25, max=1500
+    )
+    chip_freq_max_mhz: float = setting(
+        800, "Highest ASIC frequency that may be set.", unit="MHz", min=25, max=1500
+    )
+    board_power_max_w: float = setting(
+        1800, "Most a single module may draw.", unit="W", min=50, max=5000
+    )
+    psu_power_max_w: float = setting(
+        4500, "Most the whole miner may draw at the PSU input.", unit="W", min=100, max=20000
     )
     safe_fan_duty: float = setting(
         1.0,
@@ -109,6 +143,64 @@ class SlotSection:
     power_pin: int = pin("BCM pin enabling the slot's hot-swap controller.")
     reset_pin: int = pin("BCM pin holding the ASIC chain in reset (low = reset).")
     led_pin: int = pin("BCM pin of the slot's locate LED.")
+    eeprom_address: int = i2c_address(REQUIRED, "I2C address of the module's identity EEPROM.")
+    temp_addresses: tuple[int, ...] = scalars(
+        REQUIRED,
+        "I2C addresses of the module's temperature sensors (LM75/TMP75-class).",
+        min=0x08,
+        max=0x77,
+        min_items=1,
+        max_items=4,
+        hex=True,
+    )
+    dcdc_address: int = i2c_address(REQUIRED, "PMBus address of the module's DC-DC converter.")
+    hotswap_address: int = i2c_address(
+        REQUIRED, "PMBus address of the slot's hot-swap controller (on the backplane)."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimSection:
+    seed: int = setting(
+        1,
+        "Seed of every random choice in the simulated rig (silicon, line noise).",
+        min=0,
+        max=2**31 - 1,
+    )
+    chip_model: str = setting(
+        "BM1368", "ASIC model on the simulated modules.", choices=("BM1366", "BM1368", "BM1370")
+    )
+    chips_per_board: int = setting(126, "ASICs on each simulated module.", min=1, max=130)
+    chips_per_domain: int = setting(
+        3,
+        "Chips per series voltage domain: chip volts = board volts / (chips / this).",
+        min=1,
+        max=8,
+    )
+    modules: tuple[int, ...] = scalars(
+        (0, 1, 2), "Slots that hold a module when the rig starts.", min=0, max=7, max_items=8
+    )
+    ambient_c: float = setting(
+        25.0, "Air temperature at the fan inlet.", unit="°C", min=-20, max=60
+    )
+    time_scale: float = setting(
+        1.0, "Simulated seconds per real second (physics, nonces, fans).", min=0.1, max=1000
+    )
+    ticket_zero_bits: int = setting(
+        8,
+        "Leading zero bits the simulated chips' nonces have (8: one hash in 256 qualifies); "
+        "each nonce still stands for ticket difficulty x 2^32 hashes.",
+        min=1,
+        max=24,
+    )
+    scenario: str = setting(
+        "",
+        "Fault scenario file (TOML) played from the start; empty for none.",
+        pattern=r"(/.*)?",
+    )
+    control_socket: bool = setting(
+        True, "Accept live fault injection (`hashbay-sim inject`) on RUNTIME_DIR/sim.sock."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +213,9 @@ class Config:
     fan: tuple[FanSection, ...] = array("One entry per fan.", min_items=1, max_items=8)
     slot: tuple[SlotSection, ...] = array(
         "One entry per hashboard slot, in slot order.", min_items=1, max_items=8
+    )
+    sim: SimSection = table(
+        SimSection, "The simulated rig; used only when the buses are `sim`, ignored otherwise."
     )
 
     def with_dirs(self, state_dir: str | None, runtime_dir: str | None) -> Config:
@@ -172,6 +267,12 @@ def check_relations(config: Config) -> None:
         raise ConfigError("limits.fan_duty_min: must not exceed limits.fan_duty_max")
     if not limits.fan_duty_min <= limits.safe_fan_duty <= limits.fan_duty_max:
         raise ConfigError("limits.safe_fan_duty: must lie within limits.fan_duty_min..max")
+    for low, high in (
+        ("board_vout_min_v", "board_vout_max_v"),
+        ("chip_freq_min_mhz", "chip_freq_max_mhz"),
+    ):
+        if getattr(limits, low) > getattr(limits, high):
+            raise ConfigError(f"limits.{low}: must not exceed limits.{high}")
     owners: dict[int, str] = {}
     wired = [(f"fan[{i}].{k}", getattr(f, k)) for i, f in enumerate(config.fan) for k in _FAN_PINS]
     wired += [
@@ -185,11 +286,42 @@ def check_relations(config: Config) -> None:
         "hardware.i2c_bus": config.hardware.i2c_bus == SIM,
         "hardware.pin_factory": config.hardware.pin_factory == SIM,
     } | {f"slot[{i}].uart": s.uart == SIM for i, s in enumerate(config.slot)}
+    _check_addresses(config)
+    if config.simulated:
+        _check_sim(config)
     if len(set(sim_flags.values())) > 1:
         simulated = [k for k, v in sim_flags.items() if v]
         raise ConfigError(
             f"{simulated[0]}: 'sim' must be used for every bus or none "
             f"(simulated: {', '.join(simulated)})"
+        )
+
+
+def _check_addresses(config: Config) -> None:
+    owners: dict[int, str] = {config.hardware.psu_address: "hardware.psu_address"}
+    for i, slot in enumerate(config.slot):
+        keys = [("eeprom_address", slot.eeprom_address), ("dcdc_address", slot.dcdc_address)]
+        keys += [("hotswap_address", slot.hotswap_address)]
+        keys += [(f"temp_addresses[{n}]", a) for n, a in enumerate(slot.temp_addresses)]
+        for key, address in keys:
+            where = f"slot[{i}].{key}"
+            if address in owners:
+                raise ConfigError(
+                    f"{where}: I2C address {address:#04x} is already {owners[address]}"
+                )
+            owners[address] = where
+
+
+def _check_sim(config: Config) -> None:
+    sim = config.sim
+    for n, slot in enumerate(sim.modules):
+        if slot >= len(config.slot):
+            raise ConfigError(f"sim.modules[{n}]: there is no slot {slot}")
+    if config.hardware.nonce_check_bits > sim.ticket_zero_bits:
+        raise ConfigError(
+            f"hardware.nonce_check_bits: {config.hardware.nonce_check_bits} is more than the "
+            f"simulated chips deliver (sim.ticket_zero_bits = {sim.ticket_zero_bits}); "
+            "every nonce would count as a hardware error"
         )
 
 

@@ -18,7 +18,7 @@ import structlog
 
 from hashbay.agent.buses import Buses
 from hashbay.agent.config import Config
-from hashbay.drivers.envelope import FanLimits, SafetyEnvelope
+from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.fan import Fan, FanReading
 from hashbay.drivers.slot_pins import SlotPins
 
@@ -42,7 +42,16 @@ class RigSnapshot:
 
 def envelope_from(config: Config) -> SafetyEnvelope:
     limits = config.limits
-    return SafetyEnvelope(FanLimits(limits.fan_duty_min, limits.fan_duty_max))
+    caps = BoardLimits(
+        vout_min_v=limits.board_vout_min_v,
+        vout_max_v=limits.board_vout_max_v,
+        freq_min_mhz=limits.chip_freq_min_mhz,
+        freq_max_mhz=limits.chip_freq_max_mhz,
+        power_max_w=limits.board_power_max_w,
+    )
+    return SafetyEnvelope(
+        FanLimits(limits.fan_duty_min, limits.fan_duty_max), caps, limits.psu_power_max_w
+    )
 
 
 class Rig:
@@ -52,7 +61,7 @@ class Rig:
         self.envelope = envelope_from(config)
         factory = buses.pin_factory
         self.fans = [
-            Fan(f"fan{i}", f.pwm_pin, f.tach_pin, factory, self.envelope)
+            Fan(f"fan{i}", f.pwm_pin, f.tach_pin, factory, self.envelope, clock=buses.clock)
             for i, f in enumerate(config.fan)
         ]
         self.slots = [

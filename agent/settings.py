@@ -42,6 +42,7 @@ class Rule:
     pattern: str | None = None
     min_items: int = 0
     max_items: int | None = None
+    hex: bool = False  # shown as 0x.. in docs and errors (bus addresses)
 
     def allowed(self, kind: type, *, with_unit: bool = True) -> str:
         """Describe the accepted values in a few words, for errors and docs."""
@@ -52,6 +53,8 @@ class Rule:
         name = {int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
         unit = f" {self.unit}" if self.unit and with_unit else ""
         if self.min is not None and self.max is not None:
+            if self.hex:
+                return f"{name} from {int(self.min):#04x} to {int(self.max):#04x}{unit}"
             return f"{name} from {_fmt(self.min)} to {_fmt(self.max)}{unit}"
         if self.min is not None:
             return f"{name} of at least {_fmt(self.min)}{unit}"
@@ -75,9 +78,10 @@ def setting(
     max: float | None = None,
     choices: tuple[str, ...] = (),
     pattern: str | None = None,
+    hex: bool = False,
 ) -> Any:
     """Declare a scalar key with its default and what it accepts."""
-    rule = Rule(doc, unit, min, max, choices, pattern)
+    rule = Rule(doc, unit, min, max, choices, pattern, hex=hex)
     if default is REQUIRED:
         return dataclasses.field(metadata={_META_KEY: rule})
     return dataclasses.field(default=default, metadata={_META_KEY: rule})
@@ -95,7 +99,7 @@ def array(doc: str, *, min_items: int = 0, max_items: int | None = None) -> Any:
 
 
 def scalars(
-    default: tuple[Any, ...],
+    default: Any,
     doc: str,
     *,
     unit: str = "",
@@ -103,9 +107,12 @@ def scalars(
     max: float | None = None,
     min_items: int = 0,
     max_items: int | None = None,
+    hex: bool = False,
 ) -> Any:
     """Declare an array of scalars; the range applies to every item."""
-    rule = Rule(doc, unit, min, max, min_items=min_items, max_items=max_items)
+    rule = Rule(doc, unit, min, max, min_items=min_items, max_items=max_items, hex=hex)
+    if default is REQUIRED:
+        return dataclasses.field(metadata={_META_KEY: rule})
     return dataclasses.field(default=default, metadata={_META_KEY: rule})
 
 

@@ -1,14 +1,19 @@
 """The safe envelope: the one place that knows how far hardware may be driven.
 
-Every driver setter that can hurt hardware (fan duty, voltage, frequency, power) asks the
-envelope first and writes only the value it returns; a value outside the limits raises
-SafetyViolation before anything reaches a bus. Drivers keep their devices private, so
-there is no path to the hardware that skips this check.
+Every driver setter that can hurt hardware (fan duty, board voltage, chip frequency,
+power) asks the envelope first and writes only the value it returns; a value outside the
+limits raises SafetyViolation before anything reaches a bus. Drivers keep their devices
+private, so there is no path to the hardware that skips this check.
+
+Board limits are the intersection of the site's caps (config) and what the module itself
+declares in its EEPROM. A slot whose module has no trusted identity has no limits at all:
+it can be neither powered nor tuned.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 from hashbay.drivers.errors import SafetyViolation
@@ -24,11 +29,77 @@ class FanLimits:
             raise ValueError(f"fan duty limits must satisfy 0 <= min <= max <= 1, got {self}")
 
 
-class SafetyEnvelope:
-    """Checks requested settings against the configured limits."""
+@dataclass(frozen=True)
+class BoardLimits:
+    """What one module may be driven to: board rail volts, chip MHz, board watts."""
 
-    def __init__(self, fans: FanLimits) -> None:
+    vout_min_v: float
+    vout_max_v: float
+    freq_min_mhz: float
+    freq_max_mhz: float
+    power_max_w: float
+
+    def __post_init__(self) -> None:
+        ordered = (
+            0 < self.vout_min_v <= self.vout_max_v
+            and 0 < self.freq_min_mhz <= self.freq_max_mhz
+            and self.power_max_w > 0
+        )
+        if not ordered:
+            raise ValueError(f"board limits are not ordered: {self}")
+
+    def within(self, caps: BoardLimits) -> BoardLimits:
+        """The intersection with the site caps; ValueError if nothing is left."""
+        return BoardLimits(
+            vout_min_v=max(self.vout_min_v, caps.vout_min_v),
+            vout_max_v=min(self.vout_max_v, caps.vout_max_v),
+            freq_min_mhz=max(self.freq_min_mhz, caps.freq_min_mhz),
+            freq_max_mhz=min(self.freq_max_mhz, caps.freq_max_mhz),
+            power_max_w=min(self.power_max_w, caps.power_max_w),
+        )
+
+
+class SafetyEnvelope:
+    """Checks requested settings against fan limits, site caps and per-slot board limits."""
+
+    def __init__(self, fans: FanLimits, board_caps: BoardLimits, psu_power_max_w: float) -> None:
         self.fans = fans
+        self.board_caps = board_caps
+        self.psu_power_max_w = psu_power_max_w
+        self._boards: dict[int, BoardLimits] = {}
+        self._lock = threading.Lock()
+
+    # -- which module is in which slot -------------------------------------------------
+
+    def admit_board(self, slot: int, declared: BoardLimits) -> BoardLimits:
+        """Register a module's declared limits for a slot; returns the effective limits."""
+        try:
+            effective = declared.within(self.board_caps)
+        except ValueError:
+            raise SafetyViolation(
+                f"slot {slot}: module limits {declared} do not overlap the site caps "
+                f"{self.board_caps}; it will not be powered"
+            ) from None
+        with self._lock:
+            self._boards[slot] = effective
+        return effective
+
+    def forget_board(self, slot: int) -> None:
+        """The module left (or is untrusted): nothing more may be driven in this slot."""
+        with self._lock:
+            self._boards.pop(slot, None)
+
+    def board(self, slot: int) -> BoardLimits:
+        with self._lock:
+            limits = self._boards.get(slot)
+        if limits is None:
+            raise SafetyViolation(
+                f"slot {slot}: no trusted module identity, so no limits; "
+                "read its EEPROM first (a blank or corrupt EEPROM needs service)"
+            )
+        return limits
+
+    # -- the checks ------------------------------------------------------------------
 
     def fan_duty(self, duty: float, *, what: str = "fan") -> float:
         """The duty to write, or SafetyViolation if it lies outside the limits."""
@@ -39,6 +110,50 @@ class SafetyEnvelope:
                 f"{self.fans.duty_max:.2f} (limits.fan_duty_min/max)"
             )
         return duty
+
+    def power_on(self, slot: int) -> BoardLimits:
+        """Powering a slot needs a trusted identity; returns its limits."""
+        return self.board(slot)
+
+    def board_voltage(self, slot: int, volts: float) -> float:
+        limits = self.board(slot)
+        _require_finite(volts, f"slot {slot} voltage")
+        if not limits.vout_min_v <= volts <= limits.vout_max_v:
+            raise SafetyViolation(
+                f"slot {slot} voltage {volts:.3f} V refused: allowed {limits.vout_min_v:.3f} "
+                f"to {limits.vout_max_v:.3f} V for this module"
+            )
+        return volts
+
+    def chip_frequency(self, slot: int, mhz: float) -> float:
+        limits = self.board(slot)
+        _require_finite(mhz, f"slot {slot} frequency")
+        if not limits.freq_min_mhz <= mhz <= limits.freq_max_mhz:
+            raise SafetyViolation(
+                f"slot {slot} frequency {mhz:.1f} MHz refused: allowed "
+                f"{limits.freq_min_mhz:.0f} to {limits.freq_max_mhz:.0f} MHz for this module"
+            )
+        return mhz
+
+    def board_power(self, slot: int, watts: float) -> float:
+        limits = self.board(slot)
+        _require_finite(watts, f"slot {slot} power")
+        if not 0 <= watts <= limits.power_max_w:
+            raise SafetyViolation(
+                f"slot {slot} power {watts:.0f} W refused: allowed 0 to "
+                f"{limits.power_max_w:.0f} W for this module"
+            )
+        return watts
+
+    def miner_power(self, watts: float) -> float:
+        """A whole-miner power target (at the PSU input)."""
+        _require_finite(watts, "miner power target")
+        if not 0 <= watts <= self.psu_power_max_w:
+            raise SafetyViolation(
+                f"miner power target {watts:.0f} W refused: allowed 0 to "
+                f"{self.psu_power_max_w:.0f} W (limits.psu_power_max_w)"
+            )
+        return watts
 
 
 def _require_finite(value: float, what: str) -> None:

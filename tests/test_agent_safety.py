@@ -57,6 +57,15 @@ def outputs(rig: Rig) -> Outputs:
 SAFE: Outputs = ((False,) * 3, (True,) * 3, (1.0,) * 4)
 
 
+def sim_config_in(tmp_path: Path) -> Config:
+    """The fast simulated-rig config with its directories under tmp_path."""
+    config = load_config(write_config(tmp_path / "agent.toml"))
+    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
+    for directory in (config.agent.state_dir, config.agent.runtime_dir):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    return config
+
+
 def run_with(
     config: Config, notifier: SystemdNotifier
 ) -> tuple[asyncio.Task[int], list[RecordingRig]]:
@@ -87,7 +96,7 @@ def hashing(rig: Rig) -> None:
 
 
 async def test_sigterm_turns_boards_off_and_fans_up_then_exits_zero(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path / "agent.toml"))
+    config = sim_config_in(tmp_path)
     task, rigs = run_with(config, SystemdNotifier({}))
     await until(lambda: bool(rigs))
     await asyncio.sleep(0.3)
@@ -103,7 +112,7 @@ async def test_sigterm_turns_boards_off_and_fans_up_then_exits_zero(tmp_path: Pa
 async def test_stuck_hardware_poll_stops_watchdog_pings_and_trips_safe_state(
     tmp_path: Path, notify_listener: NotifyListener
 ) -> None:
-    config = load_config(write_config(tmp_path / "agent.toml"))
+    config = sim_config_in(tmp_path)
     notifier = SystemdNotifier(
         {"NOTIFY_SOCKET": str(notify_listener.path), "WATCHDOG_USEC": "200000"}
     )
@@ -127,7 +136,7 @@ async def test_stuck_hardware_poll_stops_watchdog_pings_and_trips_safe_state(
 async def test_stalled_event_loop_trips_safe_state_from_the_guard_thread(
     tmp_path: Path, notify_listener: NotifyListener
 ) -> None:
-    config = load_config(write_config(tmp_path / "agent.toml"))
+    config = sim_config_in(tmp_path)
     notifier = SystemdNotifier(
         {"NOTIFY_SOCKET": str(notify_listener.path), "WATCHDOG_USEC": "200000"}
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hashbay.drivers.envelope import FanLimits, SafetyEnvelope
+from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import SafetyViolation
 from hashbay.drivers.fan import Fan
 from hashbay.drivers.slot_pins import SlotPins
@@ -26,8 +26,12 @@ def factory() -> Any:
     return sim_pin_factory()
 
 
+CAPS = BoardLimits(11.0, 15.5, 50, 800, 1800)
+
+
 def make_fan(factory: Any, clock: Clock) -> Fan:
-    return Fan("fan0", 12, 16, factory, SafetyEnvelope(FanLimits(0.2, 1.0)), clock=clock)
+    envelope = SafetyEnvelope(FanLimits(0.2, 1.0), CAPS, 4500)
+    return Fan("fan0", 12, 16, factory, envelope, clock=clock)
 
 
 def test_fan_starts_at_full_duty_and_follows_accepted_settings(factory: Any) -> None:

@@ -45,7 +45,10 @@ def _table(cls: type) -> str:
 
 
 def _row(info: FieldInfo) -> str:
-    default = "*required*" if info.default is REQUIRED else f"`{_toml(info.default)}`"
+    if info.default is REQUIRED:
+        default = "*required*"
+    else:
+        default = f"`{_toml(info.default, hex_ints=info.rule.hex)}`"
     kind = scalar_list_type(info.kind) or info.kind
     allowed = info.rule.allowed(kind, with_unit=False)
     if scalar_list_type(info.kind) is not None:
@@ -54,13 +57,15 @@ def _row(info: FieldInfo) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
-def _toml(value: Any) -> str:
+def _toml(value: Any, *, hex_ints: bool = False) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(_toml(v, hex_ints=hex_ints) for v in value) + "]"
+    if isinstance(value, int) and hex_ints:
+        return f"{value:#04x}"
     return str(value)
 
 

@@ -1,0 +1,429 @@
+"""The simulated rig: backplane, slots, modules, fans, PSU and physics, behind the same
+interfaces real hardware offers — an smbus2-like I2C bus, gpiozero MockFactory pins and
+one pseudo-terminal per slot UART.
+
+It runs in one thread of its own (`start`), stepping physics at a fixed cadence in
+simulated time (`time_scale` simulated seconds per real second) and moving bytes
+between the ptys and the chains at the chips' baud rate. Tests that need no UART can
+instead drive it by hand with `advance` (faster than real time, fully deterministic).
+Everything random comes from one seeded generator.
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hashbay.agent.config import Config
+from hashbay.tools.sim import physics
+from hashbay.tools.sim.fans import SimFan
+from hashbay.tools.sim.faults import FaultCommand, ScheduledFault, load_scenario
+from hashbay.tools.sim.i2c import SimI2CBus
+from hashbay.tools.sim.module import ModuleSpec, SimModule
+from hashbay.tools.sim.pins import sim_pin_factory
+from hashbay.tools.sim.pmbus_devices import SimHotSwap, SimPsu
+from hashbay.tools.sim.uart import PtyLine
+
+log = structlog.get_logger("hashbay.sim")
+
+IO_PERIOD_S = 0.01  # real seconds between UART/pin services
+PHYSICS_PERIOD_S = 0.1  # simulated seconds between physics steps
+FAN_POWER_MAX_W = 36.0
+CONTROLLER_W = 8.0
+BOUNCES = 5
+
+
+class SimClock:
+    """Simulated seconds: scaled real time while running, explicit steps otherwise."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self._base_sim = 0.0
+        self._base_real: float | None = None
+
+    def now(self) -> float:
+        if self._base_real is None:
+            return self._base_sim
+        return self._base_sim + (time.monotonic() - self._base_real) * self.scale
+
+    def run(self) -> None:
+        self._base_sim = self.now()
+        self._base_real = time.monotonic()
+
+    def freeze(self) -> None:
+        self._base_sim = self.now()
+        self._base_real = None
+
+    def advance(self, dt_s: float) -> None:
+        if self._base_real is not None:
+            raise RuntimeError("cannot advance a running clock by hand")
+        self._base_sim += dt_s
+
+
+@dataclass
+class Bounce:
+    """A presence contact settling: levels to drive, one per call, ending at `final`."""
+
+    levels: list[bool]
+
+
+class SimSlot:
+    def __init__(self, rig: SimRig, index: int, config: Any) -> None:
+        self.index = index
+        self.config = config
+        self.hotswap = SimHotSwap(config.hotswap_address)
+        self.line = PtyLine(rig.rng)
+        self.module: SimModule | None = None
+        self.shelf: SimModule | None = None  # the module last pulled from here
+        self.bounce: Bounce | None = None
+
+
+class SimRig:
+    """The whole simulated machine. Thread-safe: faults and steps take `lock`."""
+
+    def __init__(self, config: Config) -> None:
+        sim = config.sim
+        self.config = config
+        self.rng = random.Random(sim.seed)
+        self.clock = SimClock(sim.time_scale)
+        self.lock = threading.RLock()
+        self.ambient_c = sim.ambient_c
+        self.module_spec = ModuleSpec(
+            sim.chip_model, sim.chips_per_board, sim.chips_per_domain, sim.ticket_zero_bits
+        )
+        self.i2c = SimI2CBus(rng=random.Random(sim.seed + 1))
+        self.pin_factory = sim_pin_factory()
+        self.psu = SimPsu(config.hardware.psu_address, efficiency=physics.psu_efficiency)
+        self.i2c.attach(self.psu.address, self.psu)
+        self.fans = [SimFan(self.pin_factory, f.pwm_pin, f.tach_pin) for f in config.fan]
+        self.slots = [SimSlot(self, i, s) for i, s in enumerate(config.slot)]
+        for slot in self.slots:
+            self.i2c.attach(slot.hotswap.address, slot.hotswap)
+        self._serials = 0
+        for index in sim.modules:
+            self._seat(self.slots[index], self._new_module(), bounce=False)
+        self.scenario: list[ScheduledFault] = (
+            load_scenario(Path(sim.scenario)) if sim.scenario else []
+        )
+        self.applied: list[tuple[float, str]] = []
+        self._last_physics = self.clock.now()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.cpu_s = 0.0  # CPU time of the simulator thread, for the benchmark
+
+    # -- what the agent connects to ----------------------------------------------------
+
+    @property
+    def uart_paths(self) -> list[str]:
+        return [slot.line.path for slot in self.slots]
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    # -- running -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run in real time (scaled) on a thread of its own."""
+        if self._thread is not None:
+            return
+        self.clock.run()
+        self._last_physics = self.clock.now()
+        self._thread = threading.Thread(target=self._run, name="sim-rig", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        self.clock.freeze()
+        for slot in self.slots:
+            slot.line.close()
+
+    def advance(self, seconds: float) -> None:
+        """Step the rig by hand, faster than real time (no UART traffic moves)."""
+        end = self.clock.now() + seconds
+        while (left := end - self.clock.now()) > 1e-9:
+            self.clock.advance(min(PHYSICS_PERIOD_S, left))
+            self._service_pins()
+            self._physics()
+
+    def _run(self) -> None:
+        fds = [slot.line.master_fd for slot in self.slots]
+        started_cpu = time.thread_time()
+        last_io = time.monotonic()
+        while not self._stop.is_set():
+            select.select(fds, [], [], IO_PERIOD_S)
+            now_real = time.monotonic()
+            try:
+                with self.lock:
+                    self._service_uarts(now_real - last_io)
+                    self._service_pins()
+                    if self.clock.now() - self._last_physics >= PHYSICS_PERIOD_S:
+                        self._physics()
+            except Exception:
+                log.exception("simulator step failed")
+            last_io = now_real
+            self.cpu_s = time.thread_time() - started_cpu
+
+    # -- the UARTs ---------------------------------------------------------------------
+
+    def _service_uarts(self, real_dt_s: float) -> None:
+        for slot in self.slots:
+            line, module = slot.line, slot.module
+            data = line.read()
+            if module is None:
+                continue
+            chain = module.chain
+            in_step = line.host_baud() == chain.baud
+            if data and in_step:
+                chain.receive(data)
+            budget = line.budget(real_dt_s, chain.baud)
+            if budget and chain.pending_output:
+                out = chain.take_output(budget)
+                line.write(out if in_step else line.garbage(len(out)))
+
+    # -- pins --------------------------------------------------------------------------
+
+    def _pin_high(self, number: int, *, undriven: bool) -> bool:
+        pin = self.pin_factory.pin(number)
+        if pin.function != "output":
+            return undriven
+        return bool(pin.state)
+
+    def _service_pins(self) -> None:
+        for slot in self.slots:
+            pin = self.pin_factory.pin(slot.config.presence_pin)
+            if slot.bounce is not None and slot.bounce.levels:
+                level = slot.bounce.levels.pop(0)
+            else:
+                slot.bounce = None
+                level = slot.module is None  # pulled up when empty, grounded by a module
+            if pin.function == "input" and bool(pin.state) != level:
+                if level:
+                    pin.drive_high()
+                else:
+                    pin.drive_low()
+            # Board pull-downs: an undriven enable is off, an undriven reset holds reset.
+            slot.hotswap.enable_pin = self._pin_high(slot.config.power_pin, undriven=False)
+
+    # -- physics -----------------------------------------------------------------------
+
+    def _physics(self) -> None:
+        now = self.clock.now()
+        dt = now - self._last_physics
+        self._last_physics = now
+        if dt <= 0:
+            return
+        for fan in self.fans:
+            fan.step(dt)
+        airflow = sum(f.airflow for f in self.fans) / len(self.fans)
+        with self.i2c.lock:
+            self.psu.step(dt)
+            bus_v = self.psu.vout_v
+            drawn_w = 0.0
+            for slot in self.slots:
+                drawn_w += self._slot_physics(slot, dt, bus_v, airflow)
+            fans_w = sum(FAN_POWER_MAX_W * (f.rpm / f.rpm_max) ** 3 for f in self.fans)
+            self.psu.pout_w = drawn_w + fans_w + CONTROLLER_W
+            self.psu.temp_c = self.ambient_c + 8.0 + self.psu.pout_w / 400.0
+            self.psu.fan_rpm = 4000.0 + self.psu.pout_w
+            self.psu.step(0.0)
+        self._play_scenario(now)
+
+    def _slot_physics(self, slot: SimSlot, dt: float, bus_v: float, airflow: float) -> float:
+        hotswap, module = slot.hotswap, slot.module
+        hotswap.vin_v = bus_v
+        hotswap.temp_c = self.ambient_c + 10.0 + hotswap.iout_a * 0.5
+        if module is None:
+            hotswap.load_w = 0.0
+            hotswap.step(dt)
+            return hotswap.pin_w
+        module.dcdc.vin_v = hotswap.vout_v
+        module.dcdc.step(dt)
+        reset_released = self._pin_high(slot.config.reset_pin, undriven=False)
+        module.step(dt, airflow=airflow, ambient_c=self.ambient_c, reset_released=reset_released)
+        hotswap.load_w = module.input_w()
+        hotswap.step(dt)
+        return hotswap.pin_w
+
+    # -- modules -----------------------------------------------------------------------
+
+    def _new_module(self) -> SimModule:
+        self._serials += 1
+        serial = f"HB{self.config.sim.seed % 100:02d}{self._serials:05d}"
+        sensors = max(len(s.temp_addresses) for s in self.config.slot)
+        return SimModule(
+            self.module_spec, serial, self.rng, sensors=sensors, ambient_c=self.ambient_c
+        )
+
+    def _seat(self, slot: SimSlot, module: SimModule, *, bounce: bool) -> None:
+        cfg = slot.config
+        module.dcdc.address = cfg.dcdc_address
+        self.i2c.attach(cfg.eeprom_address, module.eeprom)
+        for address, sensor in zip(cfg.temp_addresses, module.sensors, strict=False):
+            self.i2c.attach(address, sensor)
+        self.i2c.attach(cfg.dcdc_address, module.dcdc)
+        slot.module = module
+        slot.shelf = None
+        if bounce:
+            slot.bounce = Bounce(self._bounce_levels(final=False))
+
+    def _bounce_levels(self, *, final: bool) -> list[bool]:
+        levels = []
+        for _ in range(BOUNCES):
+            levels += [not final, final] * self.rng.randint(1, 2)
+        return [*levels, final]
+
+    def insert_module(self, index: int, *, new: bool = False) -> str:
+        """Seat a module (the one last pulled from this slot, unless `new`); its serial."""
+        with self.lock:
+            slot = self._slot(index)
+            if slot.module is not None:
+                raise ValueError(f"slot {index} already holds module {slot.module.serial}")
+            module = slot.shelf if slot.shelf is not None and not new else self._new_module()
+            self._seat(slot, module, bounce=True)
+            self._note(f"insert {index} ({module.serial})")
+            return module.serial
+
+    def pull_module(self, index: int) -> str:
+        """Pull a module out live, powered or not; its serial."""
+        with self.lock:
+            slot = self._slot(index)
+            module = slot.module
+            if module is None:
+                raise ValueError(f"slot {index} is empty")
+            cfg = slot.config
+            for address in (cfg.eeprom_address, cfg.dcdc_address, *cfg.temp_addresses):
+                self.i2c.detach(address)
+            module.dcdc.vin_v = 0.0
+            module.dcdc.step(0.0)
+            module.chain.set_powered(False)
+            slot.module = None
+            slot.shelf = module
+            slot.bounce = Bounce(self._bounce_levels(final=True))
+            self._note(f"pull {index} ({module.serial})")
+            return module.serial
+
+    def _slot(self, index: int) -> SimSlot:
+        if not 0 <= index < len(self.slots):
+            raise ValueError(f"no slot {index} (this rig has {len(self.slots)})")
+        return self.slots[index]
+
+    def _module(self, index: int) -> SimModule:
+        module = self._slot(index).module
+        if module is None:
+            raise ValueError(f"slot {index} is empty")
+        return module
+
+    # -- faults ------------------------------------------------------------------------
+
+    def apply(self, command: FaultCommand) -> None:
+        with self.lock:
+            command.apply(self)
+            self._note(str(command))
+
+    def _note(self, what: str) -> None:
+        self.applied.append((self.clock.now(), what))
+        log.info("sim fault", what=what, sim_time_s=round(self.clock.now(), 1))
+
+    def _play_scenario(self, now: float) -> None:
+        while self.scenario and self.scenario[0].at_s <= now:
+            due = self.scenario.pop(0)
+            try:
+                self.apply(due.command)
+            except ValueError as exc:
+                log.warning("scenario fault not applied", fault=str(due.command), error=str(exc))
+
+    def _chip(self, index: int, chip: int) -> Any:
+        chips = self._module(index).chain.chips
+        if chip >= len(chips):
+            raise ValueError(f"slot {index} has {len(chips)} chips, no chip {chip}")
+        return chips[chip]
+
+    def chip_dead(self, index: int, chip: int) -> None:
+        self._chip(index, chip).dead = True
+
+    def chip_degrade(self, index: int, chip: int, per_hour: float) -> None:
+        self._chip(index, chip).degradation_per_s = per_hour / 3600.0
+
+    def chip_ok(self, index: int, chip: int) -> None:
+        target = self._chip(index, chip)
+        target.dead = False
+        target.degradation = 0.0
+        target.degradation_per_s = 0.0
+
+    def fan_stall(self, fan: int) -> None:
+        self._fan(fan).stall()
+
+    def fan_ok(self, fan: int) -> None:
+        self._fan(fan).unstall()
+
+    def _fan(self, fan: int) -> SimFan:
+        if not 0 <= fan < len(self.fans):
+            raise ValueError(f"no fan {fan} (this rig has {len(self.fans)})")
+        return self.fans[fan]
+
+    def sensor_fault(self, index: int, sensor: int, kind: str) -> None:
+        sensors = self._module(index).sensors
+        if sensor >= len(sensors):
+            raise ValueError(f"slot {index} has {len(sensors)} sensors, no sensor {sensor}")
+        target = sensors[sensor]
+        target.lost = kind == "lost"
+        target.stuck = kind == "stuck"
+
+    def dcdc_overcurrent(self, index: int) -> None:
+        self._module(index).dcdc.inject_overcurrent()
+
+    def hotswap_overcurrent(self, index: int) -> None:
+        self._slot(index).hotswap.inject_overcurrent()
+
+    def psu_input(self, volts: float) -> None:
+        self.psu.vin_v = volts
+
+    def uart_noise(self, index: int, bit_flip: float, drop: float) -> None:
+        line = self._slot(index).line
+        for noise in (line.noise_in, line.noise_out):
+            noise.bit_flip, noise.drop = bit_flip, drop
+
+    def i2c_errors(self, rate: float, address: int | None) -> None:
+        self.i2c.set_error_rate(rate, address)
+
+    def set_ambient(self, celsius: float) -> None:
+        self.ambient_c = celsius
+
+    # -- what a technician (or a test) can see -------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            slots = []
+            for slot in self.slots:
+                module = slot.module
+                entry: dict[str, Any] = {"slot": slot.index, "module": None}
+                entry["hotswap_on"] = slot.hotswap.on
+                if module is not None:
+                    entry["module"] = module.serial
+                    entry["board_v"] = round(module.board_v, 3)
+                    entry["power_w"] = round(module.power_w, 1)
+                    entry["temp_c"] = round(module.temp_c, 1)
+                    entry["chain_powered"] = module.chain.powered
+                    entry["hashrate_ths"] = round(
+                        sum(module.chain.hashrate_hs(c) for c in module.chain.chips) / 1e12, 2
+                    )
+                slots.append(entry)
+            return {
+                "sim_time_s": round(self.clock.now(), 1),
+                "psu_pin_w": round(self.psu.pin_w, 1),
+                "psu_vin_v": self.psu.vin_v,
+                "ambient_c": self.ambient_c,
+                "noise_dba": round(physics.combine_dba(f.noise_dba for f in self.fans), 1),
+                "fans_rpm": [round(f.rpm) for f in self.fans],
+                "slots": slots,
+            }
