@@ -1,29 +1,214 @@
-"""Wires the agent together: buses, rig, services, supervisor, signals, watchdog."""
+"""Wires the agent together: buses, rig, slot controllers, publishers, supervisor, signals."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 
 from hashbay.agent.buses import Buses, open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.console import run_console
+from hashbay.agent.dispatch import Dispatcher
+from hashbay.agent.events import EventBus
+from hashbay.agent.health import HealthModel
 from hashbay.agent.liveness import Liveness, StallGuard, heartbeat, watchdog_pings
 from hashbay.agent.logsetup import RecentEvents
+from hashbay.agent.mqtt import MqttPublisher
 from hashbay.agent.poller import announce_ready, poll_hardware
+from hashbay.agent.predict import Predictor
 from hashbay.agent.rig import Rig
 from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.slots import PowerBudget, Services, SlotController, SlotSettings
+from hashbay.agent.spool import EventSpool
 from hashbay.agent.state import AgentState
 from hashbay.agent.supervisor import EXIT_SOFTWARE, Policy, Service, Supervisor
+from hashbay.agent.work import LocalWork, WorkSource
+from hashbay.drivers.eeprom import BoardIdentity
 
 log = structlog.get_logger("hashbay.app")
 
 RigFactory = Callable[[Config, Buses], Rig]
+
+
+def slot_settings(config: Config) -> SlotSettings:
+    chain = config.chain
+    return SlotSettings(
+        ticket_difficulty=chain.ticket_difficulty,
+        ramp_step_mhz=chain.ramp_step_mhz,
+        ramp_step_delay_s=chain.ramp_step_delay_s,
+        job_interval_s=chain.job_interval_s,
+        chip_poll_interval_s=chain.chip_poll_interval_s,
+        sample_interval_s=chain.sample_interval_s,
+        fast_baud=chain.fast_baud,
+        power_good_timeout_s=chain.power_good_timeout_s,
+        nonce_check_bits=config.hardware.nonce_check_bits,
+    )
+
+
+class Agent:
+    """Everything that runs, built from a config; `run` returns the exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: SystemdNotifier,
+        live: TextIO | None = None,
+        recent: RecentEvents | None = None,
+        rig_factory: RigFactory = Rig,
+        work: WorkSource | None = None,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier
+        self.rig = rig_factory(config, open_buses(config))
+        self.state = AgentState(config.agent.name)
+        self.liveness = Liveness(config.agent.stall_timeout_s)
+        self.spool = EventSpool(
+            Path(config.agent.state_dir) / "events.db", config.mqtt.spool_max_events
+        )
+        self.events = EventBus(self.spool)
+        self.budget = PowerBudget(config.limits.psu_power_max_w)
+        self.mqtt_wake = asyncio.Event()
+        services = Services(
+            call=self.rig.call,
+            envelope=self.rig.envelope,
+            events=self.events,
+            work=work or LocalWork(),
+            budget=self.budget,
+            clock=self.rig.clock,
+            fans_stalled=self.rig.fans_stalled,
+            health=self._health_model,
+            predictor=lambda identity: Predictor(config.predict, identity.chip_count),
+            on_change=self.mqtt_wake.set,
+        )
+        settings = slot_settings(config)
+        uarts = self.rig.buses.uart_paths
+        self.controllers = [
+            SlotController(hw, uarts[hw.index], settings, services) for hw in self.rig.slots
+        ]
+        self.state.slot_statuses = lambda: [c.status for c in self.controllers]
+        self.state.on_update = self.mqtt_wake.set
+        self.state.extra["spool"] = lambda: {
+            "pending": self.spool.pending_count,
+            "dropped": self.spool.dropped,
+        }
+        self.dispatch = Dispatcher(self.controllers)
+        self.mqtt = MqttPublisher(
+            config.mqtt,
+            config.agent.name,
+            len(self.controllers),
+            self.spool,
+            self.state.miner_json,
+            self.state.slot_statuses,
+            self.dispatch,
+            wake=self.mqtt_wake,
+        )
+        self.supervisor = Supervisor(
+            self._services(live, recent),
+            self.rig.safe_state,
+            notifier,
+            shutdown_timeout_s=config.agent.shutdown_timeout_s,
+        )
+
+    def _health_model(self, identity: BoardIdentity) -> HealthModel:
+        return HealthModel(
+            self.config.health,
+            identity.chip_count,
+            board_v_target=identity.nominal_vout_mv / 1000,
+        )
+
+    def _services(self, live: TextIO | None, recent: RecentEvents | None) -> list[Service]:
+        config = self.config
+
+        def poll() -> Coroutine[Any, Any, None]:
+            return poll_hardware(
+                self.rig, self.state, self.liveness, self.notifier, config.agent.poll_interval_s
+            )
+
+        services = [
+            Service("hardware-poll", poll, Policy.CRITICAL, "without it no fan or PSU is watched"),
+            Service(
+                "heartbeat", lambda: heartbeat(self.liveness), Policy.CRITICAL, "proves the loop"
+            ),
+            Service(
+                "watchdog",
+                lambda: watchdog_pings(self.liveness, self.notifier),
+                Policy.RESTART,
+                "a missed ping only risks a restart by systemd",
+            ),
+            Service(
+                "ready",
+                lambda: announce_ready(self.state, self.notifier),
+                Policy.RESTART,
+                "one-shot notice",
+            ),
+        ]
+        for controller in self.controllers:
+            services.append(
+                Service(
+                    f"slot-{controller.index}",
+                    self._slot_runner(controller),
+                    Policy.RESTART,
+                    "its module is powered off first; the other slots keep hashing",
+                )
+            )
+        if config.mqtt.enabled:
+            services.append(
+                Service("mqtt", self.mqtt.run, Policy.RESTART, "events wait in the spool")
+            )
+        if live is not None:
+            events = recent or RecentEvents()
+            services.append(
+                Service(
+                    "console",
+                    lambda: run_console(self.state, events, live),
+                    Policy.RESTART,
+                    "display only",
+                )
+            )
+        return services
+
+    def _slot_runner(self, controller: SlotController) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def run() -> None:
+            try:
+                await controller.run()
+            except Exception:
+                controller.hw.safe()  # never leave a module powered by a crashed controller
+                raise
+
+        return run
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.rig.bind_loop(loop)
+        for controller in self.controllers:
+            self.rig.on_presence_edge(controller.index, controller.presence_edge)
+
+        def on_stall(reason: str) -> None:
+            self.rig.safe_state()
+            self.supervisor.request_stop_threadsafe(f"stall: {reason}", EXIT_SOFTWARE)
+
+        guard = StallGuard(self.liveness, on_stall)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(
+                signum, self.supervisor.request_stop, signal.Signals(signum).name
+            )
+        guard.start()
+        try:
+            return await self.supervisor.run()
+        finally:
+            guard.stop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            self.rig.safe_state()
+            self.rig.close()
+            self.spool.close()
+            self.notifier.close()
 
 
 async def run_agent(
@@ -35,58 +220,5 @@ async def run_agent(
     rig_factory: RigFactory = Rig,
 ) -> int:
     """Run until SIGTERM/SIGINT or a critical failure; returns the exit code."""
-    rig = rig_factory(config, open_buses(config))
-    state = AgentState(config.agent.name)
-    liveness = Liveness(config.agent.stall_timeout_s)
-    services = [
-        Service(
-            "hardware-poll",
-            lambda: poll_hardware(rig, state, liveness, notifier, config.agent.poll_interval_s),
-            Policy.CRITICAL,
-            "without it no temperature or fan is watched",
-        ),
-        Service("heartbeat", lambda: heartbeat(liveness), Policy.CRITICAL, "proves the loop runs"),
-        Service(
-            "watchdog",
-            lambda: watchdog_pings(liveness, notifier),
-            Policy.RESTART,
-            "a missed ping only risks a restart by systemd",
-        ),
-        Service(
-            "ready", lambda: announce_ready(state, notifier), Policy.RESTART, "one-shot notice"
-        ),
-    ]
-    if live is not None:
-        console_events = recent or RecentEvents()
-        services.append(
-            Service(
-                "console",
-                lambda: run_console(state, console_events, live),
-                Policy.RESTART,
-                "display only",
-            )
-        )
-    supervisor = Supervisor(
-        services, rig.safe_state, notifier, shutdown_timeout_s=config.agent.shutdown_timeout_s
-    )
-
-    def on_stall(reason: str) -> None:
-        rig.safe_state()
-        supervisor.request_stop_threadsafe(f"stall: {reason}", EXIT_SOFTWARE)
-
-    guard = StallGuard(liveness, on_stall)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, supervisor.request_stop, signal.Signals(signum).name)
-    guard.start()
-    try:
-        return await supervisor.run()
-    finally:
-        guard.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        rig.safe_state()
-        rig.close()
-        notifier.close()
-        if live is not None and live is sys.stdout:
-            live.flush()
+    agent = Agent(config, notifier=notifier, live=live, recent=recent, rig_factory=rig_factory)
+    return await agent.run()

@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hashbay.agent.health import HealthSettings
+from hashbay.agent.predict import PredictSettings
 from hashbay.agent.settings import REQUIRED, array, parse_table, scalars, setting, table
 from hashbay.drivers.errors import ConfigError
 
@@ -80,6 +82,14 @@ class HardwareSection:
         True, "Use SMBus packet error checking (PEC) with the PSU, hot-swap and DC-DC devices."
     )
     psu_address: int = i2c_address(0x58, "PMBus address of the PSU.")
+    presence_debounce_s: float = setting(
+        0.03,
+        "A presence contact must hold its level this long before a module counts as seated "
+        "or gone (contact bounce lasts a few milliseconds).",
+        unit="s",
+        min=0.005,
+        max=1.0,
+    )
     nonce_check_bits: int = setting(
         32,
         "Leading zero bits a reported nonce's hash must have to count (32 = difficulty 1, "
@@ -116,7 +126,12 @@ class LimitsSection:
         1800, "Most a single module may draw.", unit="W", min=50, max=5000
     )
     psu_power_max_w: float = setting(
-        4500, "Most the whole miner may draw at the PSU input.", unit="W", min=100, max=20000
+        5500,
+        "Most the whole miner may draw at the PSU input (a module powers up only if its "
+        "maximum fits beside what the others are promised).",
+        unit="W",
+        min=100,
+        max=20000,
     )
     safe_fan_duty: float = setting(
         1.0,
@@ -156,6 +171,98 @@ class SlotSection:
     dcdc_address: int = i2c_address(REQUIRED, "PMBus address of the module's DC-DC converter.")
     hotswap_address: int = i2c_address(
         REQUIRED, "PMBus address of the slot's hot-swap controller (on the backplane)."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainSection:
+    ticket_difficulty: int = setting(
+        256,
+        "Chips report a nonce once its hash meets this difficulty (a power of two); "
+        "higher means fewer, weightier nonces.",
+        min=1,
+        max=65536,
+    )
+    ramp_step_mhz: float = setting(
+        6.25, "Frequency changes go in steps no larger than this.", unit="MHz", min=1, max=100
+    )
+    ramp_step_delay_s: float = setting(
+        0.1, "Pause between frequency steps.", unit="s", min=0, max=5
+    )
+    job_interval_s: float = setting(
+        30.0, "New work is sent to each chain at least this often.", unit="s", min=1, max=600
+    )
+    chip_poll_interval_s: float = setting(
+        10.0,
+        "Every chip is asked to answer this often (missing chips count as timeouts).",
+        unit="s",
+        min=1,
+        max=600,
+    )
+    sample_interval_s: float = setting(
+        1.0, "Health of each hashing module is assessed this often.", unit="s", min=0.1, max=60
+    )
+    fast_baud: bool = setting(True, "Switch chains from 115200 baud to 1 Mbaud after enumeration.")
+    power_good_timeout_s: float = setting(
+        2.0,
+        "How long a slot may take to report power good, reach its rail voltage, or confirm "
+        "its output off before that counts as a fault.",
+        unit="s",
+        min=0.1,
+        max=30,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttSection:
+    enabled: bool = setting(True, "Publish to an MQTT broker and take commands from it.")
+    host: str = setting(
+        "127.0.0.1", "Broker host name or address.", pattern=r"[A-Za-z0-9._:-]{1,253}"
+    )
+    port: int = setting(1883, "Broker port (8883 is usual with TLS).", min=1, max=65535)
+    username: str = setting("", "User name; empty for an anonymous connection.")
+    password_file: str = setting(
+        "",
+        "File holding the password (first line), readable by the agent only; keeps the "
+        "secret out of the config.",
+        pattern=r"(/.*)?",
+    )
+    tls: bool = setting(False, "Connect with TLS.")
+    ca_file: str = setting(
+        "", "CA bundle to verify the broker with; empty for the system's.", pattern=r"(/.*)?"
+    )
+    cert_file: str = setting("", "Client certificate for mutual TLS.", pattern=r"(/.*)?")
+    key_file: str = setting("", "Key of the client certificate.", pattern=r"(/.*)?")
+    topic_prefix: str = setting(
+        "hashbay", "First level of every topic.", pattern=r"[A-Za-z0-9_-]{1,64}"
+    )
+    client_id: str = setting(
+        "",
+        "MQTT client id; empty for hashbay-<agent.name> (stable per miner).",
+        pattern=r"[A-Za-z0-9_-]{0,64}",
+    )
+    keepalive_s: int = setting(30, "MQTT keep-alive.", unit="s", min=5, max=600)
+    state_interval_s: float = setting(
+        30.0,
+        "Retained state is republished at least this often (and on every change that matters).",
+        unit="s",
+        min=1,
+        max=3600,
+    )
+    discovery: bool = setting(True, "Publish Home Assistant MQTT discovery.")
+    discovery_prefix: str = setting(
+        "homeassistant", "Home Assistant's discovery prefix.", pattern=r"[A-Za-z0-9_-]{1,64}"
+    )
+    spool_max_events: int = setting(
+        10000,
+        "Events kept on disk while the broker is unreachable; beyond it the oldest are "
+        "dropped (and counted).",
+        min=10,
+        max=1_000_000,
+    )
+    reconnect_min_s: float = setting(1.0, "First reconnect delay.", unit="s", min=0.1, max=60)
+    reconnect_max_s: float = setting(
+        60.0, "Longest reconnect delay (doubling from the first).", unit="s", min=1, max=3600
     )
 
 
@@ -214,6 +321,12 @@ class Config:
     slot: tuple[SlotSection, ...] = array(
         "One entry per hashboard slot, in slot order.", min_items=1, max_items=8
     )
+    chain: ChainSection = table(ChainSection, "Bringing ASIC chains up and keeping them fed.")
+    health: HealthSettings = table(HealthSettings, "What counts as a healthy module.")
+    predict: PredictSettings = table(
+        PredictSettings, "Predictive maintenance: when a rising error rate raises a warning."
+    )
+    mqtt: MqttSection = table(MqttSection, "Publishing and commands over MQTT.")
     sim: SimSection = table(
         SimSection, "The simulated rig; used only when the buses are `sim`, ignored otherwise."
     )
@@ -286,7 +399,15 @@ def check_relations(config: Config) -> None:
         "hardware.i2c_bus": config.hardware.i2c_bus == SIM,
         "hardware.pin_factory": config.hardware.pin_factory == SIM,
     } | {f"slot[{i}].uart": s.uart == SIM for i, s in enumerate(config.slot)}
+    difficulty = config.chain.ticket_difficulty
+    if difficulty & (difficulty - 1):
+        raise ConfigError(f"chain.ticket_difficulty: must be a power of two, got {difficulty}")
     _check_addresses(config)
+    mqtt = config.mqtt
+    if mqtt.password_file and not mqtt.username:
+        raise ConfigError("mqtt.password_file: needs mqtt.username as well")
+    if bool(mqtt.cert_file) != bool(mqtt.key_file):
+        raise ConfigError("mqtt.cert_file: needs mqtt.key_file (and the other way round)")
     if config.simulated:
         _check_sim(config)
     if len(set(sim_flags.values())) > 1:
@@ -314,6 +435,13 @@ def _check_addresses(config: Config) -> None:
 
 def _check_sim(config: Config) -> None:
     sim = config.sim
+    if sim.chips_per_board % sim.chips_per_domain:
+        raise ConfigError(
+            f"sim.chips_per_domain: {sim.chips_per_domain} does not divide "
+            f"sim.chips_per_board ({sim.chips_per_board})"
+        )
+    if len(set(sim.modules)) != len(sim.modules):
+        raise ConfigError(f"sim.modules: a slot is listed twice in {list(sim.modules)}")
     for n, slot in enumerate(sim.modules):
         if slot >= len(config.slot):
             raise ConfigError(f"sim.modules[{n}]: there is no slot {slot}")

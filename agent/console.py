@@ -24,17 +24,32 @@ def render(state: AgentState, recent: RecentEvents, now: float) -> str:
         f"{uptime // 60 % 60:02d}:{uptime % 60:02d} · Ctrl-C stops",
         state.summary(),
         "",
+        "SLOT  STATE           MODULE      HEALTH   TH/s   TEMP °C  POWER W  DETAIL",
     ]
+    for slot in state.slot_statuses():
+        health = slot.health
+        score = f"{health.score:5.0f}" if health else "    -"
+        ths = f"{health.hashrate_hs / 1e12:6.1f}" if health else "     -"
+        temps = [t for t in slot.temps_c if t is not None]
+        temp = f"{max(temps):7.1f}" if temps else "      -"
+        power = f"{slot.power_w:7.0f}" if slot.power_w else "      -"
+        lines.append(
+            f"{slot.slot:<5} {slot.state.value:<15} {slot.serial or '-':<11} {score}   {ths}  "
+            f"{temp}  {power}  {slot.detail[:60]}"
+        )
     snap = state.snapshot
     if snap is not None:
-        lines.append("SLOT  MODULE   POWER")
-        for slot in snap.slots:
-            module = "present" if slot.present else "empty"
-            lines.append(f"{slot.slot:<5} {module:<8} {'on' if slot.powered else 'off'}")
         lines += ["", "FAN   DUTY    RPM  STATE"]
         for i, fan in enumerate(snap.fans):
             fan_state = "STALLED" if fan.stalled else "ok"
             lines.append(f"fan{i}  {fan.duty * 100:4.0f}%  {fan.rpm:5.0f}  {fan_state}")
+        if snap.psu is not None:
+            psu = snap.psu
+            lines += [
+                "",
+                f"PSU  in {psu.pin_w:6.0f} W @ {psu.vin_v:.0f} V  out {psu.pout_w:6.0f} W  "
+                f"{psu.temp_c:.0f} °C  {'; '.join(snap.psu_problems) or 'ok'}",
+            ]
     lines += ["", "RECENT EVENTS"]
     for event in recent.lines:
         stamp = str(event.get("timestamp", ""))[11:19]

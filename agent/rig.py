@@ -2,7 +2,8 @@
 
 All blocking bus traffic runs on one worker thread (`call`), so transactions never
 interleave on a bus and never block the event loop. `safe_state` is the exception: it
-may run from any thread (stall guard, shutdown deadline) and must never raise.
+may run from any thread (stall guard, shutdown deadline) and must never raise; it only
+touches GPIO, which cuts power at the hot-swap controllers without needing the I2C bus.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import structlog
 
 from hashbay.agent.buses import Buses
 from hashbay.agent.config import Config
+from hashbay.agent.slot_hw import SlotHardware
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
+from hashbay.drivers.errors import HardwareError, ProtocolError
 from hashbay.drivers.fan import Fan, FanReading
-from hashbay.drivers.slot_pins import SlotPins
+from hashbay.drivers.pmbus import Psu, PsuTelemetry
 
 log = structlog.get_logger("hashbay.rig")
 T = TypeVar("T")
@@ -38,6 +41,8 @@ class RigSnapshot:
     taken_at: float
     fans: tuple[FanReading, ...]
     slots: tuple[SlotReading, ...]
+    psu: PsuTelemetry | None = None
+    psu_problems: tuple[str, ...] = ()
 
 
 def envelope_from(config: Config) -> SafetyEnvelope:
@@ -56,7 +61,8 @@ def envelope_from(config: Config) -> SafetyEnvelope:
 
 class Rig:
     def __init__(self, config: Config, buses: Buses) -> None:
-        self._buses = buses
+        self.buses = buses
+        self.clock = buses.clock
         self._safe_fan_duty = config.limits.safe_fan_duty
         self.envelope = envelope_from(config)
         factory = buses.pin_factory
@@ -64,43 +70,94 @@ class Rig:
             Fan(f"fan{i}", f.pwm_pin, f.tach_pin, factory, self.envelope, clock=buses.clock)
             for i, f in enumerate(config.fan)
         ]
+        pec = config.hardware.pmbus_pec
+        self.psu = Psu(buses.i2c, config.hardware.psu_address, pec=pec)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._presence_listeners: dict[int, Callable[[], None]] = {}
         self.slots = [
-            SlotPins(s.presence_pin, s.power_pin, s.reset_pin, s.led_pin, factory)
-            for s in config.slot
+            SlotHardware(
+                i,
+                s,
+                buses.i2c,
+                factory,
+                self.envelope,
+                pec=pec,
+                debounce_s=config.hardware.presence_debounce_s,
+                clock=buses.clock,
+                on_presence_edge=self._edge_callback(i),
+            )
+            for i, s in enumerate(config.slot)
         ]
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-bus")
+        self.last: RigSnapshot | None = None
+
+    # -- threads -----------------------------------------------------------------------
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def on_presence_edge(self, slot: int, listener: Callable[[], None]) -> None:
+        """Run `listener` in the event loop whenever slot's presence line moves."""
+        self._presence_listeners[slot] = listener
+
+    def _edge_callback(self, slot: int) -> Callable[[], None]:
+        def edge() -> None:  # runs in the GPIO library's (or the simulator's) thread
+            listener = self._presence_listeners.get(slot)
+            loop = self._loop
+            if listener is not None and loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(listener)
+
+        return edge
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run blocking bus I/O on the hardware thread."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
 
+    # -- reading -----------------------------------------------------------------------
+
     def poll(self) -> RigSnapshot:
-        return RigSnapshot(
+        psu: PsuTelemetry | None = None
+        problems: tuple[str, ...] = ()
+        try:
+            psu = self.psu.read_telemetry()
+            problems = self.psu.status().problems()
+        except (HardwareError, ProtocolError) as exc:
+            problems = (f"PSU unreadable: {exc}",)
+        snapshot = RigSnapshot(
             taken_at=time.time(),
             fans=tuple(fan.read() for fan in self.fans),
             slots=tuple(
-                SlotReading(i, pins.present(), pins.power_enabled)
-                for i, pins in enumerate(self.slots)
+                SlotReading(hw.index, hw.pins.present(), hw.pins.power_enabled) for hw in self.slots
             ),
+            psu=psu,
+            psu_problems=problems,
         )
+        self.last = snapshot
+        return snapshot
+
+    def fans_stalled(self) -> int:
+        last = self.last
+        return sum(f.stalled for f in last.fans) if last is not None else 0
+
+    # -- the safe state ----------------------------------------------------------------
 
     def safe_state(self) -> None:
         """Fans to the safe duty, every board unpowered and held in reset. Never raises."""
+        for hw in self.slots:
+            try:
+                hw.safe()
+            except Exception:
+                log.critical("safe state: slot not powered off", slot=hw.index, exc_info=True)
         for fan in self.fans:
             try:
                 fan.set_duty(self._safe_fan_duty)
             except Exception:
                 log.critical("safe state: fan not set", fan=fan.name, exc_info=True)
-        for slot, pins in enumerate(self.slots):
-            try:
-                pins.safe()
-            except Exception:
-                log.critical("safe state: slot not powered off", slot=slot, exc_info=True)
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
         for fan in self.fans:
             fan.close()
-        for pins in self.slots:
-            pins.close()
-        self._buses.close()
+        for hw in self.slots:
+            hw.close()
+        self.buses.close()

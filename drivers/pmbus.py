@@ -383,6 +383,27 @@ _DETAILS = (
 )
 
 
+_DETAIL_WORDS: dict[str, Mapping[IntFlag, str]] = {f: w for f, _, _, w in _DETAILS}
+_FAULT_BITS = (
+    ("vout", StatusVout.OV_FAULT | StatusVout.UV_FAULT | StatusVout.TON_MAX_FAULT),
+    (
+        "iout",
+        StatusIout.OC_FAULT
+        | StatusIout.OC_LV_FAULT
+        | StatusIout.UC_FAULT
+        | StatusIout.POUT_OP_FAULT,
+    ),
+    (
+        "input",
+        StatusInput.VIN_OV_FAULT
+        | StatusInput.VIN_UV_FAULT
+        | StatusInput.IIN_OC_FAULT
+        | StatusInput.UNIT_OFF_LOW_INPUT,
+    ),
+    ("temperature", StatusTemperature.OT_FAULT | StatusTemperature.UT_FAULT),
+)
+
+
 @dataclass(frozen=True)
 class Status:
     """STATUS_WORD and the detail registers its summary bits pointed to (others are 0)."""
@@ -451,6 +472,14 @@ class Status:
     def describe(self) -> str:
         problems = self.problems()
         return "; ".join(problems) if problems else "ok"
+
+    def faults(self) -> tuple[str, ...]:
+        """Only the latched faults (not warnings): what turned the output off by itself."""
+        found: list[str] = []
+        for field, mask in _FAULT_BITS:
+            flags = int(getattr(self, field)) & int(mask)
+            found.extend(_flag_words(flags, _DETAIL_WORDS[field], f"STATUS_{field.upper()}"))
+        return tuple(dict.fromkeys(found))
 
 
 def _known(words: Mapping[IntFlag, str]) -> int:

@@ -48,7 +48,12 @@ class SlotPins:
 
     def _edge(self) -> None:
         with self._lock:
-            self._last_edge = self._clock()
+            now = self._clock()
+            if now - self._last_edge >= self._debounce_s:
+                # The level this edge ends had held long enough to count, even if nobody
+                # read it while it held.
+                self._stable = not bool(self._presence.is_active)
+            self._last_edge = now
         if self._on_edge is not None:
             self._on_edge()
 
@@ -65,8 +70,12 @@ class SlotPins:
 
     def settling(self) -> bool:
         """True while the contact is still bouncing (an edge within the debounce time)."""
+        return self.settle_remaining_s() > 0
+
+    def settle_remaining_s(self) -> float:
+        """How long until the line has been quiet for the debounce time (0 if it has)."""
         with self._lock:
-            return self._clock() - self._last_edge < self._debounce_s
+            return max(0.0, self._last_edge + self._debounce_s - self._clock())
 
     @property
     def power_enabled(self) -> bool:

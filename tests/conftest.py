@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hashbay.tools.broker import Broker
+
 from .support import NotifyListener, write_config
 
 
@@ -20,3 +22,12 @@ def notify_listener(tmp_path: Path) -> Iterator[NotifyListener]:
 @pytest.fixture
 def sim_config(tmp_path: Path) -> Path:
     return write_config(tmp_path / "agent.toml")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, for this test only."""
+    server = Broker(tmp_path / "broker")
+    server.start()
+    yield server
+    server.stop()

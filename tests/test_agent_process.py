@@ -27,7 +27,7 @@ def test_ready_watchdog_then_clean_stop_on_signal(
     )
     try:
         ready = notify_listener.wait_for("READY", "1")
-        assert ready["STATUS"].startswith("slots 0/3 present")
+        assert ready["STATUS"].startswith("0/3 slots hashing")
         notify_listener.wait_for("WATCHDOG", "1")
         agent.send_signal(signum)
         _, stderr = agent.communicate(timeout=10)
@@ -80,7 +80,7 @@ def test_live_console_shows_status_and_ctrl_c_exits_zero(sim_config: Path, tmp_p
     finally:
         agent.kill()
     assert agent.returncode == 0
-    assert "SLOT  MODULE   POWER" in panel
+    assert "SLOT  STATE" in panel
     assert (tmp_path / "state" / "agent.log").read_text().count('"event": "stopped"') == 1
 
 
@@ -119,3 +119,30 @@ def test_broken_config_exits_78_before_touching_anything(tmp_path: Path) -> None
     assert done.stderr.count("\n") == 1
     assert "agent.mystery: unknown key" in done.stderr
     assert not state.exists()
+
+
+def test_real_board_config_without_the_hardware_exits_69_naming_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    config = Path(__file__).resolve().parent.parent / "systemd" / "hashbay.toml"
+    done = subprocess.run(
+        [
+            *AGENT,
+            "--config",
+            str(config),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--runtime-dir",
+            str(tmp_path / "r"),
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 69
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("hashbay-agent: ")
+    assert "unavailable" in last or "cannot be opened" in last
+    assert "Traceback" not in done.stderr

@@ -48,8 +48,8 @@ Outputs = tuple[tuple[bool, ...], tuple[bool, ...], tuple[float, ...]]
 def outputs(rig: Rig) -> Outputs:
     """Power enables, chain resets and fan duties as the pins stand now."""
     return (
-        tuple(pins.power_enabled for pins in rig.slots),
-        tuple(pins.in_reset for pins in rig.slots),
+        tuple(hw.pins.power_enabled for hw in rig.slots),
+        tuple(hw.pins.in_reset for hw in rig.slots),
         tuple(fan.duty for fan in rig.fans),
     )
 
@@ -88,9 +88,9 @@ async def until(predicate: object, limit_s: float = 5.0) -> None:
 
 def hashing(rig: Rig) -> None:
     """Drive the rig the way a running miner would: boards powered, fans slowed."""
-    for pins in rig.slots:
-        pins.enable_power(True)
-        pins.hold_reset(False)
+    for hw in rig.slots:
+        hw.pins.enable_power(True)
+        hw.pins.hold_reset(False)
     for fan in rig.fans:
         fan.set_duty(0.4)
 

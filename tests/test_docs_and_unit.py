@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.tools.docs import README, config_reference, readme_block
+from hashbay.tools.docs import BLOCKS, README, readme_block
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "hashbay-agent.service"
 
 
-def test_readme_configuration_reference_matches_the_code() -> None:
-    assert readme_block(README.read_text()) == config_reference().strip("\n"), (
-        "README is stale: run tools/run docs"
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_readme_generated_references_match_the_code(block: str) -> None:
+    assert readme_block(README.read_text(), block) == BLOCKS[block]().strip("\n"), (
+        f"README's {block} is stale: run tools/run docs"
     )
 
 

@@ -23,12 +23,12 @@ def _crc5_table() -> tuple[int, ...]:
     return tuple(table)
 
 
-_TABLE = _crc5_table()
+CRC5_TABLE = _crc5_table()
 
 
 def crc5(data: bytes | bytearray | memoryview) -> int:
     """CRC5 of data; a frame whose CRC5 byte is appended gives crc5(...) == 0."""
-    table = _TABLE
+    table = CRC5_TABLE
     reg = CRC5_INIT << 3
     for byte in data:
         reg = table[reg ^ byte]

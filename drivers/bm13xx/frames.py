@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from hashbay.drivers.bm13xx.crc import crc5, crc5_bits, crc16
+from hashbay.drivers.bm13xx.crc import CRC5_INIT, CRC5_TABLE, crc5, crc5_bits, crc16
 from hashbay.drivers.errors import ProtocolError
 
 COMMAND_PREAMBLE = b"\x55\xaa"
@@ -28,6 +28,7 @@ ALL_CHIPS = 0x10
 NONCE_FLAG = 0x80
 JOB_DATA_LEN = 82
 JOB_FRAME_LEN = 2 + 2 + JOB_DATA_LEN + 2
+_CRC5_START = CRC5_INIT << 3
 
 
 class Cmd(IntEnum):
@@ -189,6 +190,7 @@ class ReplyDecoder:
         replies: list[Reply] = []
         append = replies.append
         stats = self.stats
+        table = CRC5_TABLE
         end = len(buf)
         pos = 0
         while True:
@@ -202,7 +204,10 @@ class ReplyDecoder:
             if end - start < RESPONSE_LEN:
                 pos = start
                 break
-            if crc5(memoryview(buf)[start + 2 : start + RESPONSE_LEN]) != 0:
+            reg = _CRC5_START
+            for byte in buf[start + 2 : start + RESPONSE_LEN]:  # inlined crc5: the hot path
+                reg = table[reg ^ byte]
+            if reg:
                 stats.crc_errors += 1
                 stats.discarded_bytes += 2
                 pos = start + 2

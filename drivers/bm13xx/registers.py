@@ -28,6 +28,8 @@ class Reg(IntEnum):
 
 
 CHIP_IDS = {0x1366: "BM1366", 0x1368: "BM1368", 0x1370: "BM1370"}
+# Hash engines per chip: hashes per clock cycle, so expected hashrate = MHz * 1e6 * this.
+SMALL_CORES = {0x1366: 894, 0x1368: 1276, 0x1370: 2040}
 
 
 def chip_id_value(chip_id: int) -> int:

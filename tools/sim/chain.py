@@ -137,8 +137,8 @@ class SimChain:
             for chip in self.chips:
                 chip.address = None
         elif command.cmd is Cmd.SET_ADDRESS:
-            for chip in self.chips:
-                if chip.address is None:
+            for chip in self.chips:  # a chip that does not answer takes no address either
+                if chip.address is None and chip.answering:
                     chip.address = command.chip
                     break
         elif command.cmd is Cmd.READ_REGISTER:

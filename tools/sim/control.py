@@ -18,6 +18,7 @@ from hashbay.tools.sim.faults import FaultError, help_text, parse
 from hashbay.tools.sim.rig import SimRig
 
 MAX_LINE = 512
+SHUTDOWN_POLL_S = 0.05  # how often serving checks for close(); it bounds the agent's shutdown
 SOCKET_NAME = "sim.sock"
 
 
@@ -48,8 +49,11 @@ class _Handler(socketserver.StreamRequestHandler):
                 raw = self.rfile.readline(MAX_LINE + 1)
                 if not raw:
                     return
-                if len(raw) > MAX_LINE or not raw.endswith(b"\n"):
+                if len(raw) > MAX_LINE:
                     self.wfile.write(b"error: request line too long\n")
+                    return
+                if not raw.endswith(b"\n"):
+                    self.wfile.write(b"error: request line does not end with a newline\n")
                     return
                 try:
                     line = raw.decode("utf-8")
@@ -78,7 +82,10 @@ class ControlServer:
         self._server = _Server(str(path), rig)
         os.chmod(path, 0o660)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sim-control", daemon=True
+            target=self._server.serve_forever,
+            args=(SHUTDOWN_POLL_S,),
+            name="sim-control",
+            daemon=True,
         )
         self._thread.start()
 

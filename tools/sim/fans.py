@@ -47,9 +47,9 @@ class SimFan:
         """
         if rpm_max <= 0 or spin_up_s <= 0 or spin_down_s <= 0:
             raise ValueError("rpm_max and the spin time constants must be > 0")
-        self._factory = pin_factory
-        self._pwm_pin = pwm_pin
-        self._tach_pin = tach_pin
+        # A gpiozero factory hands out one object per pin, whoever opens it, so keep them.
+        self._pwm = pin_factory.pin(pwm_pin)
+        self._tach = pin_factory.pin(tach_pin)
         self.rpm_max = rpm_max
         self.spin_up_s = spin_up_s
         self.spin_down_s = spin_down_s
@@ -66,7 +66,7 @@ class SimFan:
     @property
     def duty(self) -> float:
         """The duty the fan's controller sees: 1.0 when the line is not driven."""
-        pin = self._factory.pin(self._pwm_pin)
+        pin = self._pwm
         if pin.function != "output":
             return 1.0
         return min(1.0, max(0.0, float(pin.state)))
@@ -121,9 +121,11 @@ class SimFan:
     def _emit(self, pulses: int) -> None:
         """Pull the open-collector tach line low and release it, once per pulse."""
         self.pulses_emitted += pulses
-        tach = self._factory.pin(self._tach_pin)
+        tach = self._tach
         if tach.function != "input":
             return  # something drives the line itself; an open collector cannot override it
+        if tach.when_changed is None:
+            return  # nobody counts edges: each pulse ends where it began, so skip the work
         for _ in range(pulses):
             tach.drive_low()
             tach.drive_high()

@@ -99,7 +99,11 @@ class SimI2CBus:
     # -- fault injection -----------------------------------------------------------------
 
     def set_error_rate(self, rate: float, address: int | None = None) -> None:
-        """Fail this fraction of messages with EIO, for one address or (None) all."""
+        """Fail this fraction of transactions with EIO, for one address or (None) all.
+
+        Drawn once per transaction and device, so a register read (write the pointer,
+        repeated start, read) fails at this rate, not at nearly twice it.
+        """
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"error rate {rate} outside 0..1")
         with self.lock:
@@ -150,11 +154,11 @@ class SimI2CBus:
                         raise nack()
                     if device not in touched:
                         touched.append(device)
-                    rate = max(
-                        self._error_rates.get(address, 0.0), self._error_rates.get(None, 0.0)
-                    )
-                    if rate and self._rng.random() < rate:
-                        raise OSError(errno.EIO, "Input/output error")
+                        rate = max(
+                            self._error_rates.get(address, 0.0), self._error_rates.get(None, 0.0)
+                        )
+                        if rate and self._rng.random() < rate:
+                            raise OSError(errno.EIO, "Input/output error")
                     if isinstance(payload, bytes):
                         device.write(payload)
                     else:

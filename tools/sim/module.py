@@ -67,22 +67,24 @@ class SimModule:
     def step(self, dt_s: float, *, airflow: float, ambient_c: float, reset_released: bool) -> None:
         """Advance the board: chain power state, chip power, heat, sensors, hashing."""
         chip_v = self.chip_v
-        self.chain.set_powered(reset_released and chip_v >= MIN_CHIP_V)
-        hashing = self.chain.current_job is not None
+        chain, spec, board_c = self.chain, self.chip, self.thermal.temp_c
+        chain.set_powered(reset_released and chip_v >= MIN_CHIP_V)
+        hashing = chain.current_job is not None
+        chip_power_w = self._chip_power_w
         total = 0.0
-        for chip in self.chain.chips:
+        for chip in chain.chips:
+            silicon = chip.silicon
             if chip_v <= 0:
                 watts = 0.0
-            elif self.chain.powered and chip.answering:
-                watts = physics.chip_power_w(
-                    self.chip, chip.silicon, chip.freq_mhz, chip_v, self.chip_temp_c(chip)
-                )
+            elif chain.powered and chip.answering:
+                junction_c = physics.chip_temp_c(board_c, silicon, chip_power_w[chip.index])
+                watts = physics.chip_power_w(spec, silicon, chip.freq_mhz, chip_v, junction_c)
                 if not hashing:
-                    static = physics.static_power_w(self.chip, chip.silicon, chip_v, self.temp_c)
+                    static = physics.static_power_w(spec, silicon, chip_v, board_c)
                     watts = static + (watts - static) * IDLE_ACTIVITY
             else:
-                watts = physics.static_power_w(self.chip, chip.silicon, chip_v, self.temp_c)
-            self._chip_power_w[chip.index] = watts
+                watts = physics.static_power_w(spec, silicon, chip_v, board_c)
+            chip_power_w[chip.index] = watts
             total += watts
         self.power_w = total
         self.dcdc.iout_a = total / self.board_v if self.board_v > 0 else 0.0

@@ -202,13 +202,21 @@ def _clip_sigma(z: float) -> float:
     return max(-3.0, min(3.0, z))
 
 
+_STATIC_E_FOLD_C = STATIC_DOUBLING_C / math.log(2.0)
+
+
 def static_power_w(spec: ChipSpec, sample: SiliconSample, chip_v: float, temp_c: float) -> float:
-    """Leakage: drawn whatever the clock, exponential in temperature and in voltage."""
+    """Leakage: drawn whatever the clock, exponential in temperature and in voltage.
+
+    One exponential for both: the rig evaluates this for every chip at every step.
+    """
     return (
         spec.static_w
         * sample.static_scale
-        * math.exp((chip_v - spec.nominal_chip_v) / STATIC_E_FOLD_V)
-        * math.exp(math.log(2.0) * (temp_c - REF_TEMP_C) / STATIC_DOUBLING_C)
+        * math.exp(
+            (chip_v - spec.nominal_chip_v) / STATIC_E_FOLD_V
+            + (temp_c - REF_TEMP_C) / _STATIC_E_FOLD_C
+        )
     )
 
 

@@ -11,6 +11,9 @@ Everything random comes from one seeded generator.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import math
 import random
 import select
 import threading
@@ -35,9 +38,25 @@ log = structlog.get_logger("hashbay.sim")
 
 IO_PERIOD_S = 0.01  # real seconds between UART/pin services
 PHYSICS_PERIOD_S = 0.1  # simulated seconds between physics steps
+ADVANCE_STEP_S = 1.0
+"""Longest physics step `advance` takes. Every model integrates its step exactly, so this
+only bounds how stale one model's input from another may get (airflow seen by a board,
+a board's load seen by its hot-swap): well below the boards' thermal time constant
+(46 s at full airflow) and about the fans' spin-up time. It is what lets a test run a
+simulated hour in about a second."""
+EPSILON_S = 1e-9
 FAN_POWER_MAX_W = 36.0
 CONTROLLER_W = 8.0
 BOUNCES = 5
+BOUNCE_LEVEL_S = 0.001  # simulated seconds a bouncing contact holds each level
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread a kernel-visible name, so per-thread CPU can be told apart
+    from the agent's own (benchmarks read /proc/<pid>/task/*/comm)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 class SimClock:
@@ -69,9 +88,15 @@ class SimClock:
 
 @dataclass
 class Bounce:
-    """A presence contact settling: levels to drive, one per call, ending at `final`."""
+    """A presence contact settling: levels it shows in turn, the next one at `next_s`,
+    then one every BOUNCE_LEVEL_S of simulated time, the last one where it comes to rest.
+
+    Timed in simulated time, not per service call, so the bounce lasts the same whatever
+    the time scale or the step size (a debounce in the driver sees the same contact).
+    """
 
     levels: list[bool]
+    next_s: float
 
 
 class SimSlot:
@@ -79,6 +104,10 @@ class SimSlot:
         self.index = index
         self.config = config
         self.hotswap = SimHotSwap(config.hotswap_address)
+        # gpiozero factories hand out one object per pin, so these can be kept.
+        self.presence_pin = rig.pin_factory.pin(config.presence_pin)
+        self.power_pin = rig.pin_factory.pin(config.power_pin)
+        self.reset_pin = rig.pin_factory.pin(config.reset_pin)
         self.line = PtyLine(rig.rng)
         self.module: SimModule | None = None
         self.shelf: SimModule | None = None  # the module last pulled from here
@@ -91,6 +120,10 @@ class SimRig:
     def __init__(self, config: Config) -> None:
         sim = config.sim
         self.config = config
+        # Before anything is opened: a bad scenario file must not leak the ptys.
+        self.scenario: list[ScheduledFault] = (
+            load_scenario(Path(sim.scenario)) if sim.scenario else []
+        )
         self.rng = random.Random(sim.seed)
         self.clock = SimClock(sim.time_scale)
         self.lock = threading.RLock()
@@ -109,11 +142,9 @@ class SimRig:
         self._serials = 0
         for index in sim.modules:
             self._seat(self.slots[index], self._new_module(), bounce=False)
-        self.scenario: list[ScheduledFault] = (
-            load_scenario(Path(sim.scenario)) if sim.scenario else []
-        )
         self.applied: list[tuple[float, str]] = []
         self._last_physics = self.clock.now()
+        self._last_fans = self._last_physics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.cpu_s = 0.0  # CPU time of the simulator thread, for the benchmark
@@ -134,7 +165,7 @@ class SimRig:
         if self._thread is not None:
             return
         self.clock.run()
-        self._last_physics = self.clock.now()
+        self._last_physics = self._last_fans = self.clock.now()
         self._thread = threading.Thread(target=self._run, name="sim-rig", daemon=True)
         self._thread.start()
 
@@ -148,14 +179,31 @@ class SimRig:
             slot.line.close()
 
     def advance(self, seconds: float) -> None:
-        """Step the rig by hand, faster than real time (no UART traffic moves)."""
+        """Step the rig by hand, faster than real time (no UART traffic moves).
+
+        Steps are at most ADVANCE_STEP_S long and end exactly where a scenario event or a
+        bouncing contact's next level is due, so both happen at their simulated time
+        however the caller slices the run; pins changed between calls are seen at once.
+        """
         end = self.clock.now() + seconds
-        while (left := end - self.clock.now()) > 1e-9:
-            self.clock.advance(min(PHYSICS_PERIOD_S, left))
-            self._service_pins()
-            self._physics()
+        while (left := end - self.clock.now()) > EPSILON_S:
+            with self.lock:
+                now = self.clock.now()
+                self._play_scenario(now)
+                self._service_pins()
+                self.clock.advance(min(ADVANCE_STEP_S, left, self._next_due_s() - now))
+                self._service_pins()
+                self._physics()
+
+    def _next_due_s(self) -> float:
+        """When the next scenario event or bounce level is due (after now), or inf."""
+        due = [slot.bounce.next_s for slot in self.slots if slot.bounce is not None]
+        if self.scenario:
+            due.append(self.scenario[0].at_s)
+        return min(due, default=math.inf)
 
     def _run(self) -> None:
+        name_os_thread("sim-rig")
         fds = [slot.line.master_fd for slot in self.slots]
         started_cpu = time.thread_time()
         last_io = time.monotonic()
@@ -166,6 +214,7 @@ class SimRig:
                 with self.lock:
                     self._service_uarts(now_real - last_io)
                     self._service_pins()
+                    self._step_fans(self.clock.now())
                     if self.clock.now() - self._last_physics >= PHYSICS_PERIOD_S:
                         self._physics()
             except Exception:
@@ -192,29 +241,47 @@ class SimRig:
 
     # -- pins --------------------------------------------------------------------------
 
-    def _pin_high(self, number: int, *, undriven: bool) -> bool:
-        pin = self.pin_factory.pin(number)
+    @staticmethod
+    def _pin_high(pin: Any, *, undriven: bool) -> bool:
         if pin.function != "output":
             return undriven
         return bool(pin.state)
 
-    def _service_pins(self) -> None:
-        for slot in self.slots:
-            pin = self.pin_factory.pin(slot.config.presence_pin)
-            if slot.bounce is not None and slot.bounce.levels:
-                level = slot.bounce.levels.pop(0)
+    @staticmethod
+    def _drive(pin: Any, level: bool) -> None:
+        if pin.function == "input" and bool(pin.state) != level:
+            if level:
+                pin.drive_high()
             else:
-                slot.bounce = None
-                level = slot.module is None  # pulled up when empty, grounded by a module
-            if pin.function == "input" and bool(pin.state) != level:
-                if level:
-                    pin.drive_high()
-                else:
-                    pin.drive_low()
+                pin.drive_low()
+
+    def _service_pins(self) -> None:
+        now = self.clock.now()
+        for slot in self.slots:
+            bounce = slot.bounce
+            if bounce is None:
+                # Pulled up when empty, grounded by a module.
+                self._drive(slot.presence_pin, slot.module is None)
+            else:
+                while bounce.levels and bounce.next_s <= now + EPSILON_S:
+                    self._drive(slot.presence_pin, bounce.levels.pop(0))
+                    bounce.next_s += BOUNCE_LEVEL_S
+                if not bounce.levels:
+                    slot.bounce = None
             # Board pull-downs: an undriven enable is off, an undriven reset holds reset.
-            slot.hotswap.enable_pin = self._pin_high(slot.config.power_pin, undriven=False)
+            slot.hotswap.enable_pin = self._pin_high(slot.power_pin, undriven=False)
 
     # -- physics -----------------------------------------------------------------------
+
+    def _step_fans(self, now: float) -> None:
+        """Fans turn (and pulse their tachometers) every I/O tick, not only every physics
+        step: a real tach line pulses continuously, and bursts would make RPM readings
+        jump by the burst size."""
+        dt = now - self._last_fans
+        if dt > 0:
+            self._last_fans = now
+            for fan in self.fans:
+                fan.step(dt)
 
     def _physics(self) -> None:
         now = self.clock.now()
@@ -222,8 +289,7 @@ class SimRig:
         self._last_physics = now
         if dt <= 0:
             return
-        for fan in self.fans:
-            fan.step(dt)
+        self._step_fans(now)
         airflow = sum(f.airflow for f in self.fans) / len(self.fans)
         with self.i2c.lock:
             self.psu.step(dt)
@@ -246,12 +312,14 @@ class SimRig:
             hotswap.load_w = 0.0
             hotswap.step(dt)
             return hotswap.pin_w
+        # The rail first (with the load of the step before), then what hangs on it: a
+        # converter sees its input in the step the hot-swap brings it up, not one later.
+        hotswap.step(dt)
         module.dcdc.vin_v = hotswap.vout_v
         module.dcdc.step(dt)
-        reset_released = self._pin_high(slot.config.reset_pin, undriven=False)
+        reset_released = self._pin_high(slot.reset_pin, undriven=False)
         module.step(dt, airflow=airflow, ambient_c=self.ambient_c, reset_released=reset_released)
         hotswap.load_w = module.input_w()
-        hotswap.step(dt)
         return hotswap.pin_w
 
     # -- modules -----------------------------------------------------------------------
@@ -274,7 +342,7 @@ class SimRig:
         slot.module = module
         slot.shelf = None
         if bounce:
-            slot.bounce = Bounce(self._bounce_levels(final=False))
+            slot.bounce = Bounce(self._bounce_levels(final=False), self.clock.now())
 
     def _bounce_levels(self, *, final: bool) -> list[bool]:
         levels = []
@@ -308,7 +376,7 @@ class SimRig:
             module.chain.set_powered(False)
             slot.module = None
             slot.shelf = module
-            slot.bounce = Bounce(self._bounce_levels(final=True))
+            slot.bounce = Bounce(self._bounce_levels(final=True), self.clock.now())
             self._note(f"pull {index} ({module.serial})")
             return module.serial
 
@@ -335,7 +403,7 @@ class SimRig:
         log.info("sim fault", what=what, sim_time_s=round(self.clock.now(), 1))
 
     def _play_scenario(self, now: float) -> None:
-        while self.scenario and self.scenario[0].at_s <= now:
+        while self.scenario and self.scenario[0].at_s <= now + EPSILON_S:
             due = self.scenario.pop(0)
             try:
                 self.apply(due.command)
@@ -418,12 +486,14 @@ class SimRig:
                         sum(module.chain.hashrate_hs(c) for c in module.chain.chips) / 1e12, 2
                     )
                 slots.append(entry)
+            # Every fan stopped is silence, -inf dB(A): not a number JSON can carry.
+            noise_dba = physics.combine_dba(f.noise_dba for f in self.fans)
             return {
                 "sim_time_s": round(self.clock.now(), 1),
                 "psu_pin_w": round(self.psu.pin_w, 1),
                 "psu_vin_v": self.psu.vin_v,
                 "ambient_c": self.ambient_c,
-                "noise_dba": round(physics.combine_dba(f.noise_dba for f in self.fans), 1),
+                "noise_dba": round(noise_dba, 1) if math.isfinite(noise_dba) else None,
                 "fans_rpm": [round(f.rpm) for f in self.fans],
                 "slots": slots,
             }

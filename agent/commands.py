@@ -1,0 +1,232 @@
+"""Commands from technicians and fleet tools, checked completely before anything acts.
+
+The payload comes from the network (MQTT today, the local control socket later), so it is
+untrusted: size-limited, strict UTF-8 JSON, one object, a known command, exactly that
+command's keys, each of the right type and range. Anything else is refused with a
+message that says what was wrong and what is allowed; a refused command has no effect.
+
+A command is one row in `COMMANDS`: later ones (`power_target {watts}`, `quiet {on}`,
+`curtail`, `resume`) are added as rows, with no change to the parser:
+
+    CommandSpec("power_target", "Cap the miner's PSU input power.",
+                {"watts": Number(min=100, max=20000, unit="W")}),
+    CommandSpec("quiet", "Favour low fan noise over hashrate.", {"on": Flag()}),
+    CommandSpec("curtail", "Stop hashing and power the boards down (demand response).", {}),
+
+Wire form: a flat JSON object, e.g. `{"command": "locate", "slot": 1, "mode": "blink"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from hashbay.drivers.errors import HashbayError
+
+MAX_PAYLOAD_BYTES = 4096
+NAME_KEY = "command"
+
+
+class CommandError(HashbayError):
+    """A command was refused (malformed, unknown, out of range, or impossible right now).
+
+    The message goes back to whoever sent the command, so it says what to change.
+    """
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+CommandHandler = Callable[[Command], Awaitable[dict[str, Any]]]
+"""Carries out a valid command and returns its result; raises CommandError to refuse it
+(e.g. "slot 2 is empty"). Should return promptly: long work reports back through events."""
+
+
+class Arg(Protocol):
+    """One argument's rule: what it accepts, in words for the error message."""
+
+    def describe(self, slots: int) -> str: ...
+
+    def accepts(self, value: Any, slots: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Slot:
+    def describe(self, slots: int) -> str:
+        return f"an integer slot number from 0 to {slots - 1}"
+
+    def accepts(self, value: Any, slots: int) -> bool:
+        return type(value) is int and 0 <= value < slots  # bool is an int: excluded
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[str, ...]
+
+    def describe(self, slots: int) -> str:
+        return "one of " + ", ".join(json.dumps(v) for v in self.values)
+
+    def accepts(self, value: Any, slots: int) -> bool:
+        return isinstance(value, str) and value in self.values
+
+
+@dataclass(frozen=True)
+class Number:
+    min: float
+    max: float
+    unit: str = ""
+
+    def describe(self, slots: int) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"a number from {self.min:g} to {self.max:g}{unit}"
+
+    def accepts(self, value: Any, slots: int) -> bool:
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and self.min <= value <= self.max
+        )
+
+
+@dataclass(frozen=True)
+class Flag:
+    def describe(self, slots: int) -> str:
+        return "true or false"
+
+    def accepts(self, value: Any, slots: int) -> bool:
+        return isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    doc: str
+    args: Mapping[str, Arg] = field(default_factory=dict, hash=False)
+
+
+SLOT = Slot()
+
+COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            CommandSpec(
+                "prepare_swap",
+                "Drain the module in the slot and power it off so it can be pulled; a "
+                "safe_to_remove event follows.",
+                {"slot": SLOT},
+            ),
+            CommandSpec(
+                "cancel_swap",
+                "Return a module prepared for removal to hashing.",
+                {"slot": SLOT},
+            ),
+            CommandSpec(
+                "locate",
+                "Set the slot's locate LED so a technician finds the right module.",
+                {"slot": SLOT, "mode": Choice(("on", "off", "blink"))},
+            ),
+        )
+    }
+)
+
+
+def parse_command(payload: bytes, *, slots: int) -> Command:
+    """Validate an untrusted command payload; raises CommandError saying what is wrong."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandError(
+            f"command is {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES} are accepted"
+        )
+    data = _decode(payload)
+    if not isinstance(data, dict):
+        raise CommandError(
+            f"command must be a JSON object such as {_EXAMPLE}, got {_json_kind(data)}"
+        )
+    name = data.get(NAME_KEY)
+    if name is None:
+        raise CommandError(f'command object has no "{NAME_KEY}" key; {_known()}')
+    spec = COMMANDS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise CommandError(f"unknown command {_show(name)}; {_known()}")
+    extra = [key for key in data if key != NAME_KEY and key not in spec.args]
+    if extra:
+        raise CommandError(f"{spec.name}: unexpected key {_show(extra[0])}; {_takes(spec)}")
+    args: dict[str, Any] = {}
+    for key, rule in spec.args.items():
+        if key not in data:
+            raise CommandError(
+                f"{spec.name}: missing key {_show(key)} ({rule.describe(slots)}); {_takes(spec)}"
+            )
+        value = data[key]
+        if not rule.accepts(value, slots):
+            raise CommandError(
+                f"{spec.name}: {key} must be {rule.describe(slots)}, got {_show(value)}"
+            )
+        args[key] = value
+    return Command(spec.name, MappingProxyType(args))
+
+
+def describe_commands(slots: int) -> list[str]:
+    """One line per command, for help texts and the README."""
+    lines = []
+    for spec in COMMANDS.values():
+        args = ", ".join(f"{k}: {rule.describe(slots)}" for k, rule in spec.args.items())
+        lines.append(f"{spec.name} {{{args}}} — {spec.doc}")
+    return lines
+
+
+_EXAMPLE = '{"command": "locate", "slot": 0, "mode": "blink"}'
+
+
+def _decode(payload: bytes) -> Any:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"command is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"command is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CommandError("command is nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise CommandError(f"command has the key {_show(key)} twice")
+        data[key] = value
+    return data
+
+
+def _no_constants(name: str) -> Any:
+    raise CommandError(f"command is not valid JSON: {name} is not a number JSON allows")
+
+
+def _known() -> str:
+    return "known commands: " + ", ".join(sorted(COMMANDS))
+
+
+def _takes(spec: CommandSpec) -> str:
+    if not spec.args:
+        return f"{spec.name} takes no arguments"
+    return f"{spec.name} takes " + ", ".join(spec.args)
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

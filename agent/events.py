@@ -1,0 +1,90 @@
+"""Events: what happened to a module, told once to everyone who needs to know.
+
+An event is first written to the durable spool (so a broker outage or an agent restart
+loses nothing), then handed to live subscribers (console, control socket streams). The
+MQTT publisher drains the spool in order. Each event is also logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+log = structlog.get_logger("hashbay.events")
+
+
+class EventKind(enum.StrEnum):
+    INSERTED = "inserted"
+    REMOVED = "removed"  # details["prepared"] says whether a swap was prepared first
+    FAULT = "fault"
+    DEGRADING = "degrading"  # predictive warning, with an estimated time to failure
+    SAFE_TO_REMOVE = "safe_to_remove"
+    RECOVERED = "recovered"  # back to hashing after degraded or fault
+    SWAP_CANCELLED = "swap_cancelled"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    slot: int | None
+    message: str
+    serial: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "slot": self.slot,
+            "serial": self.serial,
+            "message": self.message,
+            "details": dict(self.details),
+            "at": round(self.at, 3),
+        }
+
+
+class EventSink(Protocol):
+    """Where events must go before anyone else hears of them (the durable spool)."""
+
+    def append(self, event: Event) -> int: ...
+
+
+class EventBus:
+    """Fan-out to subscribers with bounded queues; a slow subscriber loses its oldest."""
+
+    def __init__(self, sink: EventSink | None = None, queue_size: int = 256) -> None:
+        self._sink = sink
+        self._queue_size = queue_size
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self.dropped = 0
+
+    def publish(self, event: Event) -> None:
+        """Spool, log and fan out. Call from the event loop thread."""
+        if self._sink is not None:
+            self._sink.append(event)
+        log.info(
+            f"event {event.kind.value}",
+            slot=event.slot,
+            serial=event.serial,
+            message=event.message,
+            **dict(event.details),
+        )
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self._subscribers.discard(queue)

@@ -1,0 +1,148 @@
+"""The hardware of one slot, seen from the agent: the backplane's pins and hot-swap
+controller, and — while a module is seated — its EEPROM, sensors, DC-DC and ASIC chain.
+
+Methods here are blocking bus I/O meant for the rig's hardware thread; the slot state
+machine sequences them. Powering off is always allowed and tries every step even when
+one fails, because it is the path out of trouble.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from hashbay.agent.config import SlotSection
+from hashbay.drivers.eeprom import BoardIdentity, Eeprom24C02
+from hashbay.drivers.envelope import SafetyEnvelope
+from hashbay.drivers.errors import HardwareError, ProtocolError
+from hashbay.drivers.i2c import I2CBus
+from hashbay.drivers.lm75 import TemperatureSensor
+from hashbay.drivers.pmbus import DcDc, DcDcTelemetry, HotSwap, HotSwapTelemetry
+from hashbay.drivers.slot_pins import SlotPins
+
+log = structlog.get_logger("hashbay.slot_hw")
+
+
+@dataclass(frozen=True)
+class RailReading:
+    """Module rails and temperatures from one poll; None where a device did not answer."""
+
+    temps_c: tuple[float | None, ...]
+    dcdc: DcDcTelemetry | None
+    hotswap: HotSwapTelemetry | None
+    fault: str | None  # latched DC-DC or hot-swap fault in words
+
+
+class SlotHardware:
+    def __init__(
+        self,
+        index: int,
+        config: SlotSection,
+        bus: I2CBus,
+        pin_factory: Any,
+        envelope: SafetyEnvelope,
+        *,
+        pec: bool,
+        debounce_s: float,
+        clock: Callable[[], float],
+        on_presence_edge: Callable[[], None] | None = None,
+    ) -> None:
+        self.index = index
+        self.uart = config.uart
+        self.pins = SlotPins(
+            config.presence_pin,
+            config.power_pin,
+            config.reset_pin,
+            config.led_pin,
+            pin_factory,
+            debounce_s=debounce_s,
+            clock=clock,
+            on_presence_edge=on_presence_edge,
+        )
+        name = f"slot {index}"
+        self.hotswap = HotSwap(bus, index, config.hotswap_address, envelope, pec=pec)
+        self.dcdc = DcDc(bus, index, config.dcdc_address, envelope, pec=pec)
+        self.eeprom = Eeprom24C02(bus, config.eeprom_address, f"{name} EEPROM")
+        self.sensors = [
+            TemperatureSensor(bus, address, f"{name} sensor {n}")
+            for n, address in enumerate(config.temp_addresses)
+        ]
+        self._configured_sensors: set[int] = set()
+
+    # -- identity and power ------------------------------------------------------------
+
+    def read_identity(self) -> BoardIdentity:
+        return self.eeprom.read_identity()
+
+    def hotswap_on(self) -> None:
+        """Enable line first (the backplane's hard switch), then OPERATION on."""
+        self.pins.hold_reset(True)
+        self.pins.enable_power(True)
+        self.hotswap.on()
+
+    def power_good(self) -> bool:
+        return self.hotswap.power_good()
+
+    def rail_on(self, volts: float) -> float:
+        """Program the module's rail and switch it on; the DC-DC answers once powered."""
+        written = self.dcdc.set_vout(volts)
+        self.dcdc.on()
+        return written
+
+    def set_rail(self, volts: float) -> float:
+        return self.dcdc.set_vout(volts)
+
+    def rail_v(self) -> float:
+        return self.dcdc.read_telemetry().vout_v
+
+    def power_off(self) -> list[str]:
+        """Chain into reset, DC-DC off, hot-swap off, enable low. Returns what failed."""
+        problems = []
+        self.pins.hold_reset(True)
+        for what, step in (("DC-DC off", self.dcdc.off), ("hot-swap off", self.hotswap.off)):
+            try:
+                step()
+            except (HardwareError, ProtocolError) as exc:
+                problems.append(f"{what}: {exc}")
+        self.pins.enable_power(False)
+        self._configured_sensors.clear()
+        return problems
+
+    def output_off(self) -> bool:
+        """Whether the slot's output is really off (what makes a module safe to pull)."""
+        reading = self.hotswap.read_telemetry()
+        return not self.pins.power_enabled and reading.vout_v < 5.0
+
+    def safe(self) -> None:
+        """The hard cut, from any thread: enable line low and chain in reset."""
+        self.pins.safe()
+
+    # -- sensors and rails -------------------------------------------------------------
+
+    def read_rails(self) -> RailReading:
+        temps: list[float | None] = []
+        for n, sensor in enumerate(self.sensors):
+            try:
+                if n not in self._configured_sensors:
+                    sensor.configure()
+                    self._configured_sensors.add(n)
+                temps.append(sensor.read_c())
+            except (HardwareError, ProtocolError):
+                self._configured_sensors.discard(n)
+                temps.append(None)
+        dcdc = hotswap = None
+        faults = []
+        with contextlib.suppress(HardwareError, ProtocolError):
+            dcdc = self.dcdc.read_telemetry()
+            faults += [f"DC-DC {words}" for words in self.dcdc.status().faults()]
+        with contextlib.suppress(HardwareError, ProtocolError):
+            hotswap = self.hotswap.read_telemetry()
+            faults += [f"hot-swap {words}" for words in self.hotswap.status().faults()]
+        return RailReading(tuple(temps), dcdc, hotswap, "; ".join(faults) or None)
+
+    def close(self) -> None:
+        self.pins.close()

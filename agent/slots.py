@@ -1,0 +1,606 @@
+"""One controller per slot: takes a module from seated to hashing, watches its health,
+and takes it down again — on a fault, on a prepared swap, or when it is pulled by surprise.
+
+Each state has a handler coroutine that does the state's work and ends by firing one
+trigger (the table is in lifecycle.py). Three things interrupt whatever a handler is
+doing: the module disappearing, a prepared swap and a cancelled one. Blocking bus I/O
+runs on the rig's hardware thread; the chain's UART is driven from the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import structlog
+
+from hashbay.agent.events import Event, EventBus, EventKind
+from hashbay.agent.lifecycle import Trigger, allowed, next_state
+from hashbay.agent.slot_hw import SlotHardware
+from hashbay.agent.status import (
+    ChipSample,
+    Health,
+    HealthLevel,
+    ModuleSample,
+    Prediction,
+    SlotState,
+    SlotStatus,
+)
+from hashbay.agent.work import WorkSource
+from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
+from hashbay.drivers.bm13xx.registers import SMALL_CORES
+from hashbay.drivers.eeprom import BoardIdentity, IdentityError
+from hashbay.drivers.envelope import SafetyEnvelope
+from hashbay.drivers.errors import HardwareError, HashbayError, SafetyViolation
+
+log = structlog.get_logger("hashbay.slots")
+
+IDENTIFY_ATTEMPTS = 3
+ENUMERATE_ATTEMPTS = 2
+RAIL_TOLERANCE = 0.05
+PRESENCE_RECHECK_S = 0.5
+CONVERSION_EFFICIENCY = 0.9  # board rail to PSU input: DC-DC and PSU losses together
+BUDGET_HEADROOM = 1.05
+
+
+class CommandRefused(Exception):
+    """A command that cannot apply to the slot as it is (the reply says why)."""
+
+
+class HealthTracker(Protocol):
+    def update(self, sample: ModuleSample) -> Health: ...
+
+
+class TrendTracker(Protocol):
+    def update(self, sample: ModuleSample) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class SlotSettings:
+    ticket_difficulty: int
+    ramp_step_mhz: float
+    ramp_step_delay_s: float
+    job_interval_s: float
+    chip_poll_interval_s: float
+    sample_interval_s: float
+    fast_baud: bool
+    power_good_timeout_s: float
+    nonce_check_bits: int
+
+
+class PowerBudget:
+    """Watts promised to powered modules, so a new one only powers up if the PSU can carry it."""
+
+    def __init__(self, max_w: float) -> None:
+        self.max_w = max_w
+        self._reserved: dict[int, float] = {}
+
+    def reserve(self, slot: int, watts: float) -> bool:
+        others = sum(w for s, w in self._reserved.items() if s != slot)
+        if others + watts > self.max_w:
+            return False
+        self._reserved[slot] = watts
+        return True
+
+    def release(self, slot: int) -> None:
+        self._reserved.pop(slot, None)
+
+    @property
+    def reserved_w(self) -> float:
+        return sum(self._reserved.values())
+
+
+@dataclass
+class Services:
+    """What a slot controller needs from the rest of the agent."""
+
+    call: Callable[[Callable[[], Any]], Any]  # run blocking bus I/O on the hardware thread
+    envelope: SafetyEnvelope
+    events: EventBus
+    work: WorkSource
+    budget: PowerBudget
+    clock: Callable[[], float]
+    fans_stalled: Callable[[], int]
+    health: Callable[[BoardIdentity], HealthTracker]
+    predictor: Callable[[BoardIdentity], TrendTracker]
+    on_change: Callable[[], None]
+
+
+class SlotController:
+    def __init__(
+        self, hw: SlotHardware, uart_path: str, settings: SlotSettings, services: Services
+    ) -> None:
+        self.hw = hw
+        self.index = hw.index
+        self._uart_path = uart_path
+        self._settings = settings
+        self._svc = services
+        self.state = SlotState.EMPTY
+        self.status = SlotStatus(self.index, SlotState.EMPTY, detail="no module", since=time.time())
+        self.identity: BoardIdentity | None = None
+        self.chain: Bm13xxChain | None = None
+        self._chain_stack = contextlib.AsyncExitStack()
+        self._health: HealthTracker | None = None
+        self._predictor: TrendTracker | None = None
+        self._warned_degrading = False
+        self._present = False
+        self._present_changed = asyncio.Event()
+        self._seated = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        self._interrupts: list[tuple[Trigger, asyncio.Future[SlotState]]] = []
+        self._job_id = 0
+        self._log = log.bind(slot=self.index)
+        self.transitions: list[tuple[SlotState, SlotState, str]] = []
+
+    # -- outside world -----------------------------------------------------------------
+
+    def presence_edge(self) -> None:
+        """Called (in the loop) when the presence line moved; re-checked after debounce."""
+        self._present_changed.set()
+
+    async def prepare_swap(self) -> SlotState:
+        if self.state is SlotState.EMPTY:
+            raise CommandRefused(f"slot {self.index} is empty")
+        if self.state in (SlotState.DRAINING, SlotState.SAFE_TO_REMOVE):
+            return self.state
+        return await self._request(Trigger.PREPARE)
+
+    async def cancel_swap(self) -> SlotState:
+        if self.state not in (SlotState.DRAINING, SlotState.SAFE_TO_REMOVE):
+            raise CommandRefused(f"slot {self.index} has no swap prepared (it is {self.state})")
+        return await self._request(Trigger.CANCEL)
+
+    def locate(self, mode: str) -> None:
+        self.hw.pins.locate(mode)
+        self._set_status(locate=mode)
+
+    async def _request(self, trigger: Trigger) -> SlotState:
+        future: asyncio.Future[SlotState] = asyncio.get_running_loop().create_future()
+        self._interrupts.append((trigger, future))
+        self._interrupt.set()
+        return await future
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        watcher = asyncio.create_task(self._watch_presence(), name=f"slot{self.index}-presence")
+        try:
+            while True:
+                await self._run_state()
+        finally:
+            watcher.cancel()
+            await self._shut_down()
+
+    async def _run_state(self) -> None:
+        handler = asyncio.create_task(self._handler(self.state)())
+        interrupted = asyncio.create_task(self._interrupt.wait())
+        done, _ = await asyncio.wait({handler, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if handler in done:
+            interrupted.cancel()
+            exc = handler.exception()
+            if isinstance(exc, HashbayError):
+                await self._fault(f"{self.state}: {exc}")
+            elif exc is not None:
+                self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
+                await self._fault(f"internal error while {self.state}: {exc!r}")
+            return
+        handler.cancel()
+        with contextlib.suppress(asyncio.CancelledError, HashbayError):
+            await handler
+        await self._take_interrupts()
+
+    async def _take_interrupts(self) -> None:
+        self._interrupt.clear()
+        pending, self._interrupts = self._interrupts, []
+        if not self._present and self.state is not SlotState.EMPTY:
+            await self._pulled()
+        for trigger, future in pending:
+            if trigger is Trigger.PULLED or future.done():
+                continue
+            if not allowed(self.state, trigger):
+                future.set_exception(
+                    CommandRefused(f"slot {self.index} cannot {trigger} while {self.state}")
+                )
+                continue
+            if trigger is Trigger.CANCEL:
+                await self._power_down()
+                self.hw.pins.locate("off")
+                self._go(trigger, "swap cancelled; bringing the module back up", locate="off")
+                self._event(EventKind.SWAP_CANCELLED, "swap cancelled, module coming back up")
+            else:
+                self._go(trigger, "swap prepared: stopping work and powering down")
+            future.set_result(self.state)
+
+    def _handler(self, state: SlotState) -> Callable[[], Any]:
+        return {
+            SlotState.EMPTY: self._in_empty,
+            SlotState.INSERTED: self._in_inserted,
+            SlotState.IDENTIFYING: self._in_identifying,
+            SlotState.POWERING: self._in_powering,
+            SlotState.ENUMERATING: self._in_enumerating,
+            SlotState.RAMPING: self._in_ramping,
+            SlotState.HASHING: self._in_hashing,
+            SlotState.DEGRADED: self._in_hashing,
+            SlotState.FAULT: self._in_fault,
+            SlotState.DRAINING: self._in_draining,
+            SlotState.SAFE_TO_REMOVE: self._in_safe_to_remove,
+        }[state]
+
+    async def _watch_presence(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PRESENCE_RECHECK_S):
+                    await self._present_changed.wait()
+            self._present_changed.clear()
+            while (wait_s := self.hw.pins.settle_remaining_s()) > 0:  # noqa: ASYNC110 - a contact, not an event
+                await asyncio.sleep(wait_s + 0.001)
+            present = self.hw.pins.present()
+            if present == self._present:
+                continue
+            self._present = present
+            if present:
+                self._seated.set()
+            elif self.state is not SlotState.EMPTY:
+                self._interrupt.set()
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _go(self, trigger: Trigger, why: str, **status: Any) -> None:
+        before = self.state
+        after = next_state(before, trigger)
+        self.state = after
+        self.transitions.append((before, after, why))
+        self._set_status(state=after, detail=why, since=time.time(), **status)
+        self._log.info(
+            "slot state", serial=self.status.serial, state=str(after), was=str(before), why=why
+        )
+
+    def _set_status(self, **changes: Any) -> None:
+        self.status = replace(self.status, **changes)
+        self._svc.on_change()
+
+    def _event(self, kind: EventKind, message: str, **details: Any) -> None:
+        self._svc.events.publish(
+            Event(kind, self.index, message, serial=self.status.serial, details=details)
+        )
+
+    # -- states ------------------------------------------------------------------------
+
+    async def _in_empty(self) -> None:
+        self._seated.clear()
+        if not self._present:
+            await self._seated.wait()
+        self._go(Trigger.SEATED, "module seated")
+        self._event(EventKind.INSERTED, f"module inserted in slot {self.index}")
+
+    async def _in_inserted(self) -> None:
+        self._go(Trigger.IDENTIFY, "reading the module's identity EEPROM")
+
+    async def _in_identifying(self) -> None:
+        identity: BoardIdentity | None = None
+        for attempt in range(IDENTIFY_ATTEMPTS):
+            try:
+                identity = await self._svc.call(self.hw.read_identity)
+                break
+            except IdentityError as exc:
+                await self._untrusted(str(exc))
+                return
+            except HardwareError as exc:
+                if attempt == IDENTIFY_ATTEMPTS - 1:
+                    await self._untrusted(f"identity EEPROM unreadable: {exc}")
+                    return
+                await asyncio.sleep(0.2)
+        assert identity is not None
+        try:
+            self._svc.envelope.admit_board(self.index, identity.limits)
+        except SafetyViolation as exc:
+            await self._untrusted(str(exc))
+            return
+        self.identity = identity
+        self._health = self._svc.health(identity)
+        self._predictor = self._svc.predictor(identity)
+        self._warned_degrading = False
+        self._log = log.bind(slot=self.index, serial=identity.serial)
+        self._go(
+            Trigger.IDENTIFIED,
+            f"{identity.model} {identity.serial}: {identity.chip_count} chips",
+            serial=identity.serial,
+            model=identity.model,
+        )
+
+    async def _untrusted(self, why: str) -> None:
+        self._svc.envelope.forget_board(self.index)
+        self.hw.pins.locate("on")
+        self._go(Trigger.UNTRUSTED, f"not powered: {why}", locate="on")
+        self._event(EventKind.FAULT, f"module in slot {self.index} not powered: {why}")
+
+    async def _in_powering(self) -> None:
+        identity = self._identity()
+        while not self._svc.budget.reserve(self.index, identity.power_max_w):
+            detail = (
+                f"waiting for PSU budget: {identity.power_max_w} W needed, "
+                f"{self._svc.budget.reserved_w:.0f} of {self._svc.budget.max_w:.0f} W promised"
+            )
+            if self.status.detail != detail:
+                self._set_status(detail=detail)
+            await asyncio.sleep(2.0)
+        await self._svc.call(self.hw.hotswap_on)
+        if not await self._until(self.hw.power_good, self._settings.power_good_timeout_s):
+            await self._fault("hot-swap controller did not report power good")
+            return
+        volts = identity.nominal_vout_mv / 1000
+        rail_up = False
+        for _ in range(50):  # the DC-DC joins the bus once its input is up
+            try:
+                await self._svc.call(lambda: self.hw.rail_on(volts))
+                rail_up = True
+                break
+            except HardwareError:
+                await asyncio.sleep(0.02)
+        if not rail_up:
+            await self._fault("DC-DC converter did not answer after power-up")
+            return
+
+        def rail_ok() -> bool:
+            return abs(self.hw.rail_v() - volts) <= volts * RAIL_TOLERANCE
+
+        if not await self._until(rail_ok, self._settings.power_good_timeout_s):
+            await self._fault(f"board rail did not reach {volts:.2f} V")
+            return
+        self._go(Trigger.POWER_GOOD, f"rail up at {volts:.2f} V", board_v=volts)
+
+    async def _until(self, check: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = self._loop_time() + timeout_s
+        while True:
+            try:
+                if await self._svc.call(check):
+                    return True
+            except HardwareError:
+                pass
+            if self._loop_time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _in_enumerating(self) -> None:
+        identity = self._identity()
+        settings = self._settings
+        last_error = ""
+        for _ in range(ENUMERATE_ATTEMPTS):
+            await self._close_chain()
+            self.hw.pins.hold_reset(True)
+            await asyncio.sleep(0.02)
+            self.hw.pins.hold_reset(False)
+            await asyncio.sleep(0.15)
+            chain = Bm13xxChain(
+                open_serial(self._uart_path),
+                slot=self.index,
+                envelope=self._svc.envelope,
+                check_zero_bits=settings.nonce_check_bits,
+                clock=self._svc.clock,
+            )
+            self._chain_stack.callback(chain.port.close)
+            await self._chain_stack.enter_async_context(chain.attached())
+            self.chain = chain
+            try:
+                info = await chain.enumerate(expected_chips=identity.chip_count)
+            except HashbayError as exc:
+                last_error = str(exc)
+                self._log.warning("enumeration failed", error=last_error)
+                continue
+            chain.set_version_mask()
+            chain.set_ticket_difficulty(settings.ticket_difficulty)
+            if settings.fast_baud:
+                await chain.set_fast_baud()
+            self._go(Trigger.ENUMERATED, f"{info.chip_count} {info.model} chips answered")
+            return
+        await self._fault(f"chain enumeration failed: {last_error}")
+
+    async def _in_ramping(self) -> None:
+        identity, chain = self._identity(), self._chain()
+        target = float(identity.nominal_freq_mhz)
+        self._set_status(detail=f"ramping to {target:.0f} MHz")
+        actual = await chain.ramp_frequency(
+            target,
+            step_mhz=self._settings.ramp_step_mhz,
+            step_delay_s=self._settings.ramp_step_delay_s,
+        )
+        self._send_job()
+        self._go(Trigger.RAMPED, f"hashing at {actual:.0f} MHz", freq_mhz=actual)
+
+    def _send_job(self) -> None:
+        self._job_id = (self._job_id + 1) % 16
+        self._chain().send_job(self._svc.work.next_job(self.index, self._job_id))
+
+    async def _in_hashing(self) -> None:
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        next_job = loop.time() + settings.job_interval_s
+        next_chip_poll = loop.time() + settings.chip_poll_interval_s
+        missing: tuple[int, ...] = ()
+        while True:
+            await asyncio.sleep(settings.sample_interval_s)
+            now = loop.time()
+            if now >= next_job:
+                self._send_job()
+                next_job = now + settings.job_interval_s
+            if now >= next_chip_poll:
+                missing = tuple(await self._chain().poll_chips())
+                next_chip_poll = loop.time() + settings.chip_poll_interval_s
+            if await self._assess(await self._sample(missing)):
+                return
+
+    async def _sample(self, missing: tuple[int, ...]) -> ModuleSample:
+        chain = self._chain()
+        rails = await self._svc.call(self.hw.read_rails)
+        chips = tuple(
+            ChipSample(c.nonces, c.hw_errors, c.timeouts, c.work, chain.freq_mhz[i])
+            for i, c in enumerate(chain.counters.chips)
+        )
+        expected = sum(chain.freq_mhz) * 1e6 * _small_cores(chain)
+        dcdc = rails.dcdc
+        return ModuleSample(
+            at_s=self._svc.clock(),
+            chips=chips,
+            expected_hs=expected,
+            temps_c=rails.temps_c,
+            board_v=dcdc.vout_v if dcdc else None,
+            board_a=dcdc.iout_a if dcdc else None,
+            dcdc_temp_c=dcdc.temp_c if dcdc else None,
+            rail_fault=rails.fault,
+            fans_stalled=self._svc.fans_stalled(),
+            missing_chips=missing,
+        )
+
+    async def _assess(self, sample: ModuleSample) -> bool:
+        """Update health and prediction; True when the state changed."""
+        assert self._health is not None and self._predictor is not None
+        health = self._health.update(sample)
+        prediction = self._predictor.update(sample)
+        power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
+        if power is not None:
+            # Promise the PSU what the module really draws (plus headroom), not its maximum,
+            # so the next module can power up once this one has settled.
+            self._svc.budget.reserve(self.index, power / CONVERSION_EFFICIENCY * BUDGET_HEADROOM)
+        self._set_status(
+            health=health,
+            prediction=prediction,
+            temps_c=sample.temps_c,
+            board_v=sample.board_v,
+            power_w=power,
+        )
+        if prediction.degrading and not self._warned_degrading:
+            self._warned_degrading = True
+            self._event(
+                EventKind.DEGRADING,
+                f"module {self.status.serial} likely to fail: {prediction.trend}",
+                time_to_failure_s=prediction.time_to_failure_s,
+                chip=prediction.chip,
+            )
+        elif not prediction.degrading:
+            self._warned_degrading = False
+        reasons = "; ".join(r.text for r in health.reasons[:3]) or "healthy"
+        if health.level is HealthLevel.FAULT:
+            await self._fault(reasons)
+            return True
+        if health.level is HealthLevel.DEGRADED and self.state is SlotState.HASHING:
+            self._go(Trigger.DEGRADED, f"health {health.score:.0f}: {reasons}")
+            return True
+        if health.level is HealthLevel.OK and self.state is SlotState.DEGRADED:
+            self._go(Trigger.HEALTHY, f"health {health.score:.0f}: recovered")
+            self._event(EventKind.RECOVERED, "module healthy again", score=round(health.score))
+            return True
+        return False
+
+    async def _in_fault(self) -> None:
+        await asyncio.Event().wait()  # until pulled or a swap is prepared
+
+    async def _in_draining(self) -> None:
+        if self.chain is not None and self.chain.info is not None:
+            with contextlib.suppress(HashbayError, TimeoutError):
+                async with asyncio.timeout(5):
+                    floor = self._svc.envelope.board(self.index).freq_min_mhz
+                    await self.chain.ramp_frequency(floor, step_mhz=50, step_delay_s=0.02)
+        await self._power_down()
+        if not await self._until(self.hw.output_off, self._settings.power_good_timeout_s):
+            await self._fault("output still live after power-down: do NOT remove the module")
+            return
+        self.hw.pins.locate("blink")
+        self._go(Trigger.DRAINED, "power is off: safe to remove", locate="blink")
+        self._event(EventKind.SAFE_TO_REMOVE, f"slot {self.index}: safe to remove the module")
+
+    async def _in_safe_to_remove(self) -> None:
+        await asyncio.Event().wait()  # until pulled or the swap is cancelled
+
+    # -- going down --------------------------------------------------------------------
+
+    async def _fault(self, why: str) -> None:
+        await self._power_down()
+        self.hw.pins.locate("on")
+        self._go(Trigger.FAULT, why, locate="on")
+        self._event(EventKind.FAULT, f"module in slot {self.index} faulted: {why}", reason=why)
+
+    async def _power_down(self) -> None:
+        self.hw.safe()
+        await self._close_chain()
+        problems = await self._svc.call(self.hw.power_off)
+        for problem in problems:
+            self._log.warning("power-off step failed", problem=problem)
+        self._svc.budget.release(self.index)
+        self._set_status(freq_mhz=None, power_w=None)
+
+    async def _pulled(self) -> None:
+        before = self.state
+        prepared = before is SlotState.SAFE_TO_REMOVE
+        self.hw.safe()
+        await self._close_chain()
+        with contextlib.suppress(HashbayError):
+            await self._svc.call(self.hw.power_off)
+        self._svc.budget.release(self.index)
+        self._svc.envelope.forget_board(self.index)
+        self.hw.pins.locate("off")
+        why = (
+            "module removed"
+            if prepared
+            else f"module pulled without a prepared swap while {before}"
+        )
+        serial = self.status.serial
+        self._go(
+            Trigger.PULLED,
+            why,
+            serial=None,
+            model=None,
+            health=None,
+            prediction=None,
+            temps_c=(),
+            board_v=None,
+            power_w=None,
+            freq_mhz=None,
+            locate="off",
+        )
+        self._svc.events.publish(
+            Event(
+                EventKind.REMOVED,
+                self.index,
+                why,
+                serial=serial,
+                details={"prepared": prepared, "previous_state": str(before)},
+            )
+        )
+        self.identity = None
+        self._log = log.bind(slot=self.index)
+
+    async def _close_chain(self) -> None:
+        self.chain = None
+        await self._chain_stack.aclose()
+        self._chain_stack = contextlib.AsyncExitStack()
+
+    async def _shut_down(self) -> None:
+        """Agent stopping: the supervisor already applied the safe state; tidy up."""
+        self.hw.safe()
+        with contextlib.suppress(Exception):
+            await self._close_chain()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _identity(self) -> BoardIdentity:
+        if self.identity is None:
+            raise RuntimeError("no identity in a state that needs one")
+        return self.identity
+
+    def _chain(self) -> Bm13xxChain:
+        if self.chain is None:
+            raise RuntimeError("no chain in a state that needs one")
+        return self.chain
+
+
+def _small_cores(chain: Bm13xxChain) -> int:
+    info = chain.info
+    return SMALL_CORES.get(info.chip_id, 0) if info is not None else 0

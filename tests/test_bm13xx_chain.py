@@ -1,0 +1,211 @@
+"""The BM13xx chain driver over real pyserial on the simulated rig's pty, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from gpiozero import DigitalOutputDevice
+
+from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.rig import envelope_from
+from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
+from hashbay.drivers.bm13xx.frames import Job, nonce_reply
+from hashbay.drivers.eeprom import Eeprom24C02
+from hashbay.drivers.errors import DeviceMissingError, HardwareError, SafetyViolation
+from hashbay.drivers.pmbus import DcDc
+from hashbay.tools.sim.rig import SimRig
+
+CHIPS = 42  # one chip per voltage domain: a short board with a standard 13.4 V rail
+
+
+def small_rig_config(chips: int = CHIPS) -> Config:
+    config = load_config(default_config_path())
+    sim = dataclasses.replace(
+        config.sim, chips_per_board=chips, chips_per_domain=1, modules=(0,), control_socket=False
+    )
+    return dataclasses.replace(config, sim=sim)
+
+
+class Powered:
+    """A running rig with slot 0 powered the way the agent powers it."""
+
+    def __init__(self, chips: int = CHIPS) -> None:
+        self.config = small_rig_config(chips)
+        self.rig = SimRig(self.config)
+        self.rig.start()
+        self.envelope = envelope_from(self.config)
+        slot = self.config.slot[0]
+        factory = self.rig.pin_factory
+        identity = Eeprom24C02(self.rig.i2c, slot.eeprom_address, "eeprom").read_identity()
+        self.envelope.admit_board(0, identity.limits)
+        self.power = DigitalOutputDevice(slot.power_pin, pin_factory=factory)
+        self.reset = DigitalOutputDevice(slot.reset_pin, pin_factory=factory)
+        self.power.on()
+        self.dcdc = DcDc(self.rig.i2c, 0, slot.dcdc_address, self.envelope)
+        self.nominal_v = identity.nominal_vout_mv / 1000
+
+    async def rail_up(self, *, release_reset: bool = True) -> None:
+        for _ in range(100):
+            try:
+                self.dcdc.set_vout(self.nominal_v)
+                self.dcdc.on()
+                break
+            except HardwareError:
+                await asyncio.sleep(0.02)  # the converter answers once the hot-swap is on
+        if release_reset:
+            self.reset.on()  # release the chain from reset
+        await asyncio.sleep(0.3)
+
+    def close(self) -> None:
+        self.rig.stop()
+
+
+@pytest.fixture
+def powered() -> Iterator[Powered]:
+    setup = Powered()
+    yield setup
+    setup.close()
+
+
+@pytest.fixture
+async def chain(powered: Powered) -> AsyncIterator[Bm13xxChain]:
+    await powered.rail_up()
+    port = open_serial(powered.rig.uart_paths[0])
+    driver = Bm13xxChain(port, slot=0, envelope=powered.envelope, check_zero_bits=8)
+    async with driver.attached():
+        yield driver
+    port.close()
+
+
+def job(job_id: int, seed: bytes = b"x") -> Job:
+    return Job(
+        job_id,
+        0x2000_0000,
+        hashlib.sha256(seed + b"prev").digest(),
+        hashlib.sha256(seed + b"merkle").digest(),
+        0x6767_8B5C,
+        0x1703_0ECD,
+    )
+
+
+async def test_enumerate_counts_addresses_and_identifies_the_chips(chain: Bm13xxChain) -> None:
+    info = await chain.enumerate(expected_chips=CHIPS)
+    assert (info.chip_count, info.model, info.interval) == (CHIPS, "BM1368", 6)
+    assert len(chain.counters.chips) == CHIPS
+
+
+async def test_enumerate_reports_a_chain_that_does_not_answer(powered: Powered) -> None:
+    await powered.rail_up(release_reset=False)  # rail up, chain still held in reset
+    port = open_serial(powered.rig.uart_paths[0])
+    driver = Bm13xxChain(port, slot=0, envelope=powered.envelope)
+    async with driver.attached():
+        with pytest.raises(HardwareError, match="no chip answered"):
+            await driver.enumerate()
+    port.close()
+
+
+async def test_missing_chip_is_reported_against_the_declared_count(
+    powered: Powered, chain: Bm13xxChain
+) -> None:
+    powered.rig.chip_dead(0, 5)
+    with pytest.raises(HardwareError, match="41 chips answered, the module declares 42"):
+        await chain.enumerate(expected_chips=CHIPS)
+
+
+async def test_full_bring_up_hashes_with_verified_nonces(
+    powered: Powered, chain: Bm13xxChain
+) -> None:
+    await chain.enumerate(expected_chips=CHIPS)
+    chain.set_version_mask()
+    chain.set_ticket_difficulty(32)  # many nonces, so every chip shows up within seconds
+    await chain.set_fast_baud()
+    assert chain.port.baudrate == 1_000_000
+    actual = await chain.ramp_frequency(500, step_mhz=50, step_delay_s=0.01)
+    assert actual == pytest.approx(500, abs=1)
+    chain.send_job(job(1))
+    await asyncio.sleep(3.0)
+    counters = chain.counters
+    assert counters.nonces > 10
+    assert counters.hw_errors == 0
+    assert sum(c.nonces for c in counters.chips) == counters.nonces
+    assert all(c.nonces > 0 for c in counters.chips)  # every chip's address decoded
+    module = powered.rig.slots[0].module
+    assert module is not None
+    assert all(not chip.hung for chip in module.chain.chips)  # the ramp was gentle
+
+
+async def test_overclocked_chip_shows_up_as_that_chips_hardware_errors(
+    powered: Powered, chain: Bm13xxChain
+) -> None:
+    await chain.enumerate()
+    chain.set_version_mask()
+    chain.set_ticket_difficulty(256)
+    await chain.ramp_frequency(450, step_mhz=50, step_delay_s=0.01)
+    await chain.ramp_frequency(700, chip=3, step_mhz=50, step_delay_s=0.01)
+    chain.send_job(job(2))
+    await asyncio.sleep(3.0)
+    errors = [c.hw_errors for c in chain.counters.chips]
+    assert errors[3] > 0
+    assert errors[3] == max(errors)
+    assert sum(errors) - errors[3] <= 1
+
+
+async def test_frequency_outside_the_envelope_is_refused_and_nothing_is_sent(
+    powered: Powered, chain: Bm13xxChain
+) -> None:
+    await chain.enumerate()
+    module = powered.rig.slots[0].module
+    assert module is not None
+    before = [c.freq_mhz for c in module.chain.chips]
+    with pytest.raises(SafetyViolation, match=r"frequency 950\.0 MHz refused"):
+        await chain.ramp_frequency(950)
+    await asyncio.sleep(0.1)
+    assert [c.freq_mhz for c in module.chain.chips] == before
+
+
+async def test_unknown_board_cannot_be_clocked(powered: Powered, chain: Bm13xxChain) -> None:
+    await chain.enumerate()
+    powered.envelope.forget_board(0)
+    with pytest.raises(SafetyViolation, match="no trusted module identity"):
+        await chain.ramp_frequency(400)
+
+
+async def test_noisy_line_costs_frames_not_correctness(
+    powered: Powered, chain: Bm13xxChain
+) -> None:
+    await chain.enumerate()
+    chain.set_version_mask()
+    chain.set_ticket_difficulty(256)
+    await chain.ramp_frequency(500, step_mhz=50, step_delay_s=0.01)
+    chain.send_job(job(3))
+    powered.rig.uart_noise(0, 0.01, 0.002)
+    await asyncio.sleep(4.0)
+    stats = chain.decoder.stats
+    assert stats.crc_errors + stats.discarded_bytes > 0
+    assert chain.counters.nonces > 10
+    # A flipped bit that still passes CRC5 is rare; such a nonce fails verification.
+    assert chain.counters.hw_errors <= chain.counters.nonces * 0.05
+
+
+async def test_stale_job_ids_count_as_hardware_errors(chain: Bm13xxChain) -> None:
+    info = await chain.enumerate()
+
+    def nonce_from(address: int) -> int:
+        wire = (3 << 25) | (address << 17) | 0x1234  # core 3, chip address, nonce bits
+        return int.from_bytes(wire.to_bytes(4, "big"), "little")
+
+    chain.feed(nonce_reply(nonce_from(info.address(2)), 9, 0, 0))  # job 9 was never sent
+    assert chain.counters.stale == 1
+    assert chain.counters.chips[2].hw_errors == 1
+    chain.feed(nonce_reply(nonce_from(info.address(2) + 1), 9, 0, 0))  # between two chips
+    assert chain.counters.unknown_chip == 1
+    assert chain.counters.hw_errors == 2
+
+
+def test_missing_serial_device_names_the_path() -> None:
+    with pytest.raises(DeviceMissingError, match="/dev/ttyNOPE9"):
+        open_serial("/dev/ttyNOPE9")

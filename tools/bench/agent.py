@@ -1,0 +1,174 @@
+"""The agent on the simulated rig (3 boards x 126 chips, polled at 1 Hz) with a real mosquitto:
+presence change to MQTT event, steady-state MQTT traffic, CPU and memory of the daemon.
+
+The simulated rig runs inside the agent's process; its threads are named `sim-*` and
+their CPU time is taken out, so the CPU figure is the agent's own. RSS includes the
+simulator's memory (so it is an upper bound for the agent alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+
+from hashbay.agent.config import default_config_path
+from hashbay.tools.bench import Figure, percentile
+from hashbay.tools.broker import HOST, Broker
+from hashbay.tools.sim.control import request
+
+PREFIX = "bench"
+MINER = "sim-rig-01"
+STEADY_S = 60.0
+CYCLES = 25
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _config(path: Path, port: int) -> Path:
+    text = default_config_path().read_text()
+    text += f'\n[mqtt]\nhost = "{HOST}"\nport = {port}\ntopic_prefix = "{PREFIX}"\n'
+    path.write_text(text)
+    return path
+
+
+def _cpu_s(pid: int, *, sim_only: bool) -> float:
+    """CPU seconds of the process's threads: all of them, or only the simulator's."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if sim_only and not comm.startswith("sim-"):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Traffic:
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.states: dict[int, str] = {}
+        self.events: list[tuple[float, dict[str, object]]] = []
+
+    async def follow(self, port: int) -> None:
+        async with aiomqtt.Client(HOST, port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe(f"{PREFIX}/#", qos=1)
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                topic = str(message.topic)
+                self.bytes += len(topic) + len(payload)
+                if not payload:  # a cleared retained topic
+                    continue
+                if topic.endswith("/state") and "/slot/" in topic:
+                    self.states[int(topic.split("/")[-2])] = json.loads(payload)["state"]
+                elif topic.endswith("/event"):
+                    self.events.append((time.monotonic(), json.loads(payload)))
+
+
+async def _until(condition: object, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError("the simulated rig did not get there in time")
+        await asyncio.sleep(0.02)
+
+
+async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
+    traffic = Traffic()
+    follower = asyncio.create_task(traffic.follow(broker.port))
+    runtime = workdir / "run"
+    agent = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
+        [
+            sys.executable,
+            "-m",
+            "hashbay.agent.main",
+            "--config",
+            str(_config(workdir / "a.toml", broker.port)),
+            "--state-dir",
+            str(workdir / "state"),
+            "--runtime-dir",
+            str(runtime),
+            "--log-format",
+            "json",
+        ],
+        stderr=(workdir / "agent.log").open("w"),
+    )
+    try:
+        await _until(lambda: list(traffic.states.values()).count("hashing") == 3, 120)
+        await asyncio.sleep(10)  # let publishing settle into its steady rhythm
+        cpu0, sim0, bytes0, t0 = (
+            _cpu_s(agent.pid, sim_only=False),
+            _cpu_s(agent.pid, sim_only=True),
+            traffic.bytes,
+            time.monotonic(),
+        )
+        rss = 0.0
+        while time.monotonic() - t0 < STEADY_S:
+            await asyncio.sleep(1)
+            rss = max(rss, _rss_mb(agent.pid))
+        elapsed = time.monotonic() - t0
+        cpu = _cpu_s(agent.pid, sim_only=False) - cpu0
+        sim = _cpu_s(agent.pid, sim_only=True) - sim0
+        rate = (traffic.bytes - bytes0) / elapsed
+        latencies = await _presence_latencies(runtime / "sim.sock", traffic)
+    finally:
+        agent.terminate()
+        agent.wait(20)
+        follower.cancel()
+    return [
+        Figure("presence_to_event_p50", percentile(latencies, 0.5) * 1000, "ms", "p99 < 100 ms"),
+        Figure("presence_to_event_p99", percentile(latencies, 0.99) * 1000, "ms", "< 100 ms"),
+        Figure("mqtt_steady_state", rate, "B/s", "<= 1000 B/s"),
+        Figure("agent_cpu_excluding_sim", (cpu - sim) / elapsed * 100, "% of a core", "< 2 %"),
+        Figure("sim_cpu_in_process", sim / elapsed * 100, "% of a core"),
+        Figure("agent_rss_with_sim", rss, "MB", "< 60 MB"),
+    ]
+
+
+async def _presence_latencies(socket: Path, traffic: Traffic) -> list[float]:
+    """Pull and re-seat slot 2 again and again: time from the fault to the event."""
+    latencies = []
+    for cycle in range(CYCLES):
+        for verb, kind in (("pull", "removed"), ("insert", "inserted")):
+            seen = len(traffic.events)
+            started = time.monotonic()
+            reply = await asyncio.to_thread(request, socket, f"inject {verb} 2")
+            if not reply.startswith("ok"):
+                raise RuntimeError(f"simulator refused {verb}: {reply}")
+
+            def arrived(kind: str = kind, seen: int = seen) -> bool:
+                return any(e["kind"] == kind for _, e in traffic.events[seen:])
+
+            await _until(arrived, 10)
+            at = next(t for t, e in traffic.events[seen:] if e["kind"] == kind)
+            latencies.append(at - started)
+        if cycle % 5 == 4:
+            await _until(lambda: traffic.states.get(2) == "hashing", 60)
+    return latencies
+
+
+def run() -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        broker = Broker(workdir / "broker")
+        broker.start()
+        try:
+            return asyncio.run(_measure(workdir, broker))
+        finally:
+            broker.stop()
