@@ -117,43 +117,36 @@ class SafetyEnvelope:
 
     def board_voltage(self, slot: int, volts: float) -> float:
         limits = self.board(slot)
-        _require_finite(volts, f"slot {slot} voltage")
-        if not limits.vout_min_v <= volts <= limits.vout_max_v:
-            raise SafetyViolation(
-                f"slot {slot} voltage {volts:.3f} V refused: allowed {limits.vout_min_v:.3f} "
-                f"to {limits.vout_max_v:.3f} V for this module"
-            )
-        return volts
+        what = f"slot {slot} voltage"
+        return _within(what, volts, limits.vout_min_v, limits.vout_max_v, "V", 3, "this module")
 
     def chip_frequency(self, slot: int, mhz: float) -> float:
         limits = self.board(slot)
-        _require_finite(mhz, f"slot {slot} frequency")
-        if not limits.freq_min_mhz <= mhz <= limits.freq_max_mhz:
-            raise SafetyViolation(
-                f"slot {slot} frequency {mhz:.1f} MHz refused: allowed "
-                f"{limits.freq_min_mhz:.0f} to {limits.freq_max_mhz:.0f} MHz for this module"
-            )
-        return mhz
+        what = f"slot {slot} frequency"
+        return _within(what, mhz, limits.freq_min_mhz, limits.freq_max_mhz, "MHz", 1, "this module")
 
     def board_power(self, slot: int, watts: float) -> float:
         limits = self.board(slot)
-        _require_finite(watts, f"slot {slot} power")
-        if not 0 <= watts <= limits.power_max_w:
-            raise SafetyViolation(
-                f"slot {slot} power {watts:.0f} W refused: allowed 0 to "
-                f"{limits.power_max_w:.0f} W for this module"
-            )
-        return watts
+        return _within(f"slot {slot} power", watts, 0, limits.power_max_w, "W", 0, "this module")
 
     def miner_power(self, watts: float) -> float:
         """A whole-miner power target (at the PSU input)."""
-        _require_finite(watts, "miner power target")
-        if not 0 <= watts <= self.psu_power_max_w:
-            raise SafetyViolation(
-                f"miner power target {watts:.0f} W refused: allowed 0 to "
-                f"{self.psu_power_max_w:.0f} W (limits.psu_power_max_w)"
-            )
-        return watts
+        return _within(
+            "miner power target", watts, 0, self.psu_power_max_w, "W", 0, "limits.psu_power_max_w"
+        )
+
+
+def _within(  # noqa: PLR0917 - one call shape for every limit
+    what: str, value: float, low: float, high: float, unit: str, decimals: int, source: str
+) -> float:
+    """The value if low <= value <= high, else SafetyViolation saying what is allowed."""
+    _require_finite(value, what)
+    if not low <= value <= high:
+        raise SafetyViolation(
+            f"{what} {value:.{decimals}f} {unit} refused: allowed {low:.{decimals}f} to "
+            f"{high:.{decimals}f} {unit} ({source})"
+        )
+    return value
 
 
 def _require_finite(value: float, what: str) -> None:

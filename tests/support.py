@@ -15,6 +15,16 @@ from hashbay.agent.config import default_config_path
 AGENT = [sys.executable, "-m", "hashbay.agent.main"]
 
 
+class Clock:
+    """A clock the test moves by hand (`clock.now += 0.5`)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class NotifyListener:
     """A real AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET.
 

@@ -12,13 +12,7 @@ from hashbay.drivers.fan import Fan
 from hashbay.drivers.slot_pins import SlotPins
 from hashbay.tools.sim.pins import sim_pin_factory
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from .support import Clock
 
 
 @pytest.fixture

@@ -16,15 +16,9 @@ from hashbay.drivers.fan import Fan
 from hashbay.tools.sim.fans import SimFan
 from hashbay.tools.sim.pins import sim_pin_factory
 
+from .support import Clock
+
 PWM, TACH = 12, 16
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

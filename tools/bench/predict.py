@@ -11,7 +11,6 @@ same harness, so the figures printed here are the ones the tests hold the models
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import time
@@ -23,6 +22,7 @@ from hashbay.agent.predict import Predictor, PredictSettings
 from hashbay.agent.status import ChipSample, HealthLevel, ModuleSample
 from hashbay.tools.bench import Figure
 from hashbay.tools.sim import physics
+from hashbay.tools.sim.chain import poisson
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -124,19 +124,6 @@ class StatisticalBoard:
             rail_fault=None,
             fans_stalled=0,
         )
-
-
-def poisson(rng: random.Random, mean: float) -> int:
-    """Knuth's product method for small means, a rounded normal above 30 (as SimChain)."""
-    if mean <= 0:
-        return 0
-    if mean > 30:
-        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
-    limit, count, product = math.exp(-mean), 0, rng.random()
-    while product > limit:
-        count += 1
-        product *= rng.random()
-    return count
 
 
 @dataclass(frozen=True)

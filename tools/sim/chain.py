@@ -224,7 +224,7 @@ class SimChain:
             if not chip.answering or chip.address is None:
                 continue
             work = self.hashrate_hs(chip) * dt_s / (chip.ticket_difficulty * 2**32)
-            for _ in range(_poisson(self._rng, work)):
+            for _ in range(poisson(self._rng, work)):
                 p_wrong = physics.error_probability(
                     self.spec,
                     chip.silicon,
@@ -273,7 +273,7 @@ class SimChain:
         return None
 
 
-def _poisson(rng: random.Random, mean: float) -> int:
+def poisson(rng: random.Random, mean: float) -> int:
     """Poisson draw; Knuth's method is fine for the small means of one step."""
     if mean <= 0:
         return 0
