@@ -93,9 +93,6 @@ class SlotHardware:
         self.dcdc.on()
         return written
 
-    def set_rail(self, volts: float) -> float:
-        return self.dcdc.set_vout(volts)
-
     def rail_v(self) -> float:
         return self.dcdc.read_telemetry().vout_v
 

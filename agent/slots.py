@@ -539,11 +539,7 @@ class SlotController:
     async def _pulled(self) -> None:
         before = self.state
         prepared = before is SlotState.SAFE_TO_REMOVE
-        self.hw.safe()
-        await self._close_chain()
-        with contextlib.suppress(HashbayError):
-            await self._svc.call(self.hw.power_off)
-        self._svc.budget.release(self.index)
+        await self._power_down()
         self._svc.envelope.forget_board(self.index)
         self.hw.pins.locate("off")
         why = (

@@ -25,18 +25,6 @@ class SlotState(enum.StrEnum):
     SAFE_TO_REMOVE = "safe_to_remove"
 
 
-POWERED_STATES = frozenset(
-    {
-        SlotState.POWERING,
-        SlotState.ENUMERATING,
-        SlotState.RAMPING,
-        SlotState.HASHING,
-        SlotState.DEGRADED,
-        SlotState.DRAINING,
-    }
-)
-
-
 @dataclass(frozen=True)
 class ChipSample:
     """Cumulative counters of one chip since its chain was enumerated."""

@@ -102,10 +102,6 @@ class SlotPins:
         else:
             raise ValueError(f"locate mode must be off, on or blink, not {mode!r}")
 
-    @property
-    def led_lit(self) -> bool:
-        return bool(self._led.is_lit)
-
     def safe(self) -> None:
         """Power off and hold the chain in reset; safe to call from any thread, any time."""
         self._power.off()
