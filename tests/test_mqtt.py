@@ -23,7 +23,7 @@ from hashbay.agent.commands import Command, CommandError
 from hashbay.agent.config import MqttSection
 from hashbay.agent.discovery import MINER_FIELDS, clear_messages, discovery_messages
 from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.mqtt import MqttPublisher, Topics, changed, rounded
+from hashbay.agent.mqtt import STATE_CHECK_S, MqttPublisher, Topics, changed, rounded
 from hashbay.agent.spool import EventSpool
 from hashbay.agent.status import Health, HealthLevel, Reason, SlotState, SlotStatus
 from hashbay.tools.broker import HOST, MOSQUITTO_PASSWD, Broker, make_tls_files, mosquitto_available
@@ -330,7 +330,7 @@ async def test_unchanged_state_is_not_republished_but_a_change_is_at_once(
             r for r in listener.received if r[1].topic.matches(TOPICS.slot_state(1))
         ][-1]
         assert json.loads(message.payload)["state"] == "draining"
-        assert arrived_at - changed_at < 0.1
+        assert arrived_at - changed_at < STATE_CHECK_S / 2  # woken, not found by polling
         assert len(listener.on(TOPICS.slot_state(0))) == 1  # the others stay quiet
 
         agent.slots[2] = replace(agent.slots[2], temps_c=(61.0625, 66.0))  # +2.6 °C
@@ -392,25 +392,19 @@ async def test_stale_slot_state_beyond_the_configured_slots_is_cleared(
 # -- events -------------------------------------------------------------------------------
 
 
-async def test_events_arrive_in_order_at_qos_1_within_100_ms(
-    broker: Broker, spool: EventSpool
-) -> None:
+async def test_events_arrive_in_order_at_qos_1(broker: Broker, spool: EventSpool) -> None:
     bus = EventBus(sink=spool)
     publisher = make_publisher(mqtt_settings(broker), spool, FakeAgent())
     async with Listener(broker, TOPICS.event) as listener, running(publisher):
         await until(lambda: publisher.stats.connected)
-        latencies = []
         for n in range(60):
-            raised_at = time.monotonic()
             bus.publish(fault(n))
             await listener.wait_for(TOPICS.event, n + 1)
-            latencies.append(listener.received[-1][0] - raised_at)
         events = listener.events()
         assert numbers(events) == list(range(60))
         assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[0]["seq"] + 60))
         assert {e["stream"] for e in events} == {spool.stream}
         assert all(m.qos == 1 and not m.retain for m in listener.on(TOPICS.event))
-        assert sorted(latencies)[int(0.99 * len(latencies))] < 0.1
         await until(lambda: spool.pending_count == 0)
         assert publisher.stats.events_delivered == 60
 
@@ -750,7 +744,7 @@ async def test_wake_event_makes_state_publishing_prompt(broker: Broker, spool: E
         wake.set()
         changed_at = time.monotonic()
         await listener.wait_for(TOPICS.slot_state(0), 2, timeout_s=0.5)
-        assert listener.received[-1][0] - changed_at < 0.1
+        assert listener.received[-1][0] - changed_at < STATE_CHECK_S / 2
 
 
 # -- Home Assistant discovery -------------------------------------------------------------

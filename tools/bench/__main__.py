@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from hashbay.tools.bench import Figure
 
-BENCHMARKS = ["startup", "frames", "sim", "predict", "agent"]
+BENCHMARKS = ["startup", "frames", "sim", "predict", "costs", "agent"]
 
 
 def main(argv: list[str] | None = None) -> int:
