@@ -13,20 +13,30 @@ import structlog
 from hashbay.agent.buses import Buses, open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.console import run_console
+from hashbay.agent.control_socket import ControlServer, chip_rows
+from hashbay.agent.controls import ControlStore
 from hashbay.agent.dispatch import Dispatcher
 from hashbay.agent.events import EventBus
+from hashbay.agent.governor import Governor
 from hashbay.agent.health import HealthModel
 from hashbay.agent.liveness import Liveness, StallGuard, heartbeat, watchdog_pings
 from hashbay.agent.logsetup import RecentEvents
+from hashbay.agent.miner_api import MinerApiServer, device_counters
+from hashbay.agent.miner_api_replies import PoolView
 from hashbay.agent.mqtt import MqttPublisher
 from hashbay.agent.poller import announce_ready, poll_hardware
+from hashbay.agent.pool_work import PoolWork
+from hashbay.agent.pools import PoolManager, pool_views
+from hashbay.agent.power_service import PowerService
 from hashbay.agent.predict import Predictor
 from hashbay.agent.rig import Rig
 from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.slots import PowerBudget, Services, SlotController, SlotSettings
+from hashbay.agent.slots import PowerBudget, Services, SlotController, SlotSettings, Tuning
 from hashbay.agent.spool import EventSpool
 from hashbay.agent.state import AgentState
 from hashbay.agent.supervisor import EXIT_SOFTWARE, Policy, Service, Supervisor
+from hashbay.agent.thermal import build_thermal
+from hashbay.agent.tune_store import TuneStore
 from hashbay.agent.work import LocalWork, WorkSource
 from hashbay.drivers.eeprom import BoardIdentity
 
@@ -74,30 +84,70 @@ class Agent:
         self.events = EventBus(self.spool)
         self.budget = PowerBudget(config.limits.psu_power_max_w)
         self.mqtt_wake = asyncio.Event()
+        self.controls = ControlStore(Path(config.agent.state_dir) / "controls.json")
+        self.controllers: list[SlotController] = []
+        self.thermal = build_thermal(
+            config,
+            self.rig,
+            lambda: [c.status for c in self.controllers],
+            on_change=self.mqtt_wake.set,
+        )
+        self.thermal.follow_controls(self.controls.current)
+        self.controls.on_change(self.thermal.follow_controls)
+        self.pools: PoolManager | None = None
+        if work is None and config.pool:
+            pool_work = PoolWork()
+            self.pools = PoolManager(
+                config.pool, config.stratum, pool_work, on_change=self.mqtt_wake.set
+            )
+            pool_work.on_fresh = self._fresh_work
+            pool_work.on_availability = lambda available: self.power.wake()
+            work = pool_work
+        self.work: WorkSource = work or LocalWork()
+        self.power = PowerService(
+            Governor(config.power, config.economics),
+            self.controls,
+            self.state,
+            self.controllers,
+            self.events,
+            clock=self.rig.clock,
+            quiet_scale=self.thermal.power_scale,
+            work_available=lambda: self.work.available,
+        )
         services = Services(
             call=self.rig.call,
             envelope=self.rig.envelope,
             events=self.events,
-            work=work or LocalWork(),
+            work=self.work,
             budget=self.budget,
             clock=self.rig.clock,
             fans_stalled=self.rig.fans_stalled,
             health=self._health_model,
             predictor=lambda identity: Predictor(config.predict, identity.chip_count),
             on_change=self.mqtt_wake.set,
+            director=self.power,
+            protection=config.protection,
+            tuning=Tuning(config.autotune, TuneStore(Path(config.agent.state_dir))),
+            protection_interval_s=config.protection.check_interval_s,
         )
         settings = slot_settings(config)
         uarts = self.rig.buses.uart_paths
-        self.controllers = [
+        self.controllers.extend(
             SlotController(hw, uarts[hw.index], settings, services) for hw in self.rig.slots
-        ]
+        )
         self.state.slot_statuses = lambda: [c.status for c in self.controllers]
         self.state.on_update = self.mqtt_wake.set
         self.state.extra["spool"] = lambda: {
             "pending": self.spool.pending_count,
             "dropped": self.spool.dropped,
         }
-        self.dispatch = Dispatcher(self.controllers)
+        self.state.extra["power"] = self.power.status_json
+        self.state.extra["thermal"] = self.thermal.status_json
+        if self.pools is not None:
+            self.state.extra["pools"] = self.pools.status_json
+            self.state.extra["work"] = self.pools.work_json
+        self.state.noise_estimate = self.thermal.noise_dba
+        self.dispatch = Dispatcher(self.controllers, self.controls)
         self.mqtt = MqttPublisher(
             config.mqtt,
             config.agent.name,
@@ -108,12 +158,37 @@ class Agent:
             self.dispatch,
             wake=self.mqtt_wake,
         )
+        self.control = ControlServer(
+            config.control,
+            Path(config.agent.runtime_dir) / config.control.socket,
+            state=self.state,
+            events=self.events,
+            handle=self.dispatch,
+            slots=len(self.controllers),
+            chips=lambda n: chip_rows(self.controllers[n].chain),
+        )
+        self.api = MinerApiServer(
+            config.api,
+            state=self.state,
+            handle=self.dispatch,
+            slots=len(self.controllers),
+            devices=lambda: [device_counters(c.chain) for c in self.controllers],
+            pools=self._pool_views,
+        )
         self.supervisor = Supervisor(
             self._services(live, recent),
             self.rig.safe_state,
             notifier,
             shutdown_timeout_s=config.agent.shutdown_timeout_s,
         )
+
+    def _fresh_work(self) -> None:
+        """clean_jobs or a new pool: every hashing slot sends new work now."""
+        for controller in self.controllers:
+            controller.nudge()
+
+    def _pool_views(self) -> list[PoolView]:
+        return pool_views(self.pools.status()) if self.pools is not None else []
 
     def _health_model(self, identity: BoardIdentity) -> HealthModel:
         return HealthModel(
@@ -148,6 +223,32 @@ class Agent:
                 "one-shot notice",
             ),
         ]
+        services.append(
+            Service(
+                "thermal",
+                self.thermal.run,
+                Policy.RESTART,
+                "a failed loop first puts the fans at the safe duty (full speed), which keeps "
+                "every board cool while it restarts",
+            )
+        )
+        services.append(
+            Service(
+                "power",
+                self.power.run,
+                Policy.RESTART,
+                "budgets stay as last decided; the envelope still bounds every board",
+            )
+        )
+        if self.pools is not None:
+            services.append(
+                Service(
+                    "pools",
+                    self.pools.run,
+                    Policy.RESTART,
+                    "the chips keep their last work; shares resume once a pool is back",
+                )
+            )
         for controller in self.controllers:
             services.append(
                 Service(
@@ -160,6 +261,14 @@ class Agent:
         if config.mqtt.enabled:
             services.append(
                 Service("mqtt", self.mqtt.run, Policy.RESTART, "events wait in the spool")
+            )
+        if config.control.enabled:
+            services.append(
+                Service("control", self.control.run, Policy.RESTART, "technicians reconnect")
+            )
+        if config.api.enabled:
+            services.append(
+                Service("miner-api", self.api.run, Policy.RESTART, "fleet tools poll again")
             )
         if live is not None:
             events = recent or RecentEvents()

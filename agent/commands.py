@@ -5,13 +5,8 @@ untrusted: size-limited, strict UTF-8 JSON, one object, a known command, exactly
 command's keys, each of the right type and range. Anything else is refused with a
 message that says what was wrong and what is allowed; a refused command has no effect.
 
-A command is one row in `COMMANDS`: later ones (`power_target {watts}`, `quiet {on}`,
-`curtail`, `resume`) are added as rows, with no change to the parser:
-
-    CommandSpec("power_target", "Cap the miner's PSU input power.",
-                {"watts": Number(min=100, max=20000, unit="W")}),
-    CommandSpec("quiet", "Favour low fan noise over hashrate.", {"on": Flag()}),
-    CommandSpec("curtail", "Stop hashing and power the boards down (demand response).", {}),
+A command is one row in `COMMANDS`; a new command is a new row, with no change to the
+parser.
 
 Wire form: a flat JSON object, e.g. `{"command": "locate", "slot": 1, "mode": "blink"}`.
 """
@@ -134,6 +129,60 @@ COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
                 "Set the slot's locate LED so a technician finds the right module.",
                 {"slot": SLOT, "mode": Choice(("on", "off", "blink"))},
             ),
+            CommandSpec(
+                "power_target",
+                "Hold the whole miner at this input power (measured at the PSU); boards "
+                "ramp to it through the safety envelope.",
+                {"watts": Number(min=100, max=100_000, unit="W")},
+            ),
+            CommandSpec(
+                "power_target_clear", "Drop the power target: boards run at their best.", {}
+            ),
+            CommandSpec(
+                "quiet",
+                "Quiet mode: cap the fans' noise (on), ignore the cap (off), or follow the "
+                "configured schedule.",
+                {"mode": Choice(("on", "off", "schedule"))},
+            ),
+            CommandSpec(
+                "fan_override",
+                "Run every fan at this duty (0..1, clamped to the limits); overheating still "
+                "forces them up.",
+                {"duty": Number(min=0, max=1)},
+            ),
+            CommandSpec("fan_auto", "Return the fans to temperature control.", {}),
+            CommandSpec(
+                "curtail",
+                "Demand response: power the boards down (sleep) or hold them at minimum power "
+                "(min). Survives a restart until resumed.",
+                {"mode": Choice(("sleep", "min"))},
+            ),
+            CommandSpec("resume", "End curtailment: boards ramp back to full power.", {}),
+            CommandSpec(
+                "tune",
+                "Autotune the module in the slot (per-chip clocks at each voltage); the result "
+                "is stored under its serial.",
+                {"slot": SLOT},
+            ),
+            CommandSpec(
+                "reset_slot",
+                "Clear the slot's fault and restart count and bring its module up again.",
+                {"slot": SLOT},
+            ),
+            CommandSpec(
+                "prices",
+                "Set the electricity price and the hashprice for profitability mode.",
+                {
+                    "electricity_per_kwh": Number(min=0, max=100, unit="per kWh"),
+                    "hashprice_per_th_day": Number(min=0, max=100, unit="per TH/s per day"),
+                },
+            ),
+            CommandSpec(
+                "profit",
+                "Profitability mode: run at the power point that earns most, or stop when "
+                "nothing earns.",
+                {"on": Flag()},
+            ),
         )
     }
 )
@@ -150,6 +199,19 @@ def parse_command(payload: bytes, *, slots: int) -> Command:
         raise CommandError(
             f"command must be a JSON object such as {_EXAMPLE}, got {_json_kind(data)}"
         )
+    return parse_command_mapping(data, slots=slots)
+
+
+def parse_command_mapping(data: Mapping[Any, Any], *, slots: int) -> Command:
+    """Validate an already decoded, untrusted command (`{"command": name, **args}`), as the
+    control socket receives it; raises CommandError saying what is wrong."""
+    if not isinstance(data, Mapping):
+        raise CommandError(f"command must be a mapping such as {_EXAMPLE}")
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise CommandError("command keys must be text")
+        if not _plain(value):
+            raise CommandError(f"command value of {_show(key)} is not a JSON-style value")
     name = data.get(NAME_KEY)
     if name is None:
         raise CommandError(f'command object has no "{NAME_KEY}" key; {_known()}')
@@ -172,6 +234,20 @@ def parse_command(payload: bytes, *, slots: int) -> Command:
             )
         args[key] = value
     return Command(spec.name, MappingProxyType(args))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether a decoded value is made only of what JSON has (no bytes or extension types),
+    so error messages can quote it."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if depth >= 32:
+        return False
+    if isinstance(value, list):
+        return all(_plain(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def describe_commands(slots: int) -> list[str]:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hashbay.agent.autotune import TuneSettings
+from hashbay.agent.control_socket import ControlSettings
+from hashbay.agent.fan_control import ThermalSettings
+from hashbay.agent.governor import EconomicsSettings, PowerSettings
 from hashbay.agent.health import HealthSettings
+from hashbay.agent.miner_api import ApiSettings
+from hashbay.agent.pools import PoolSettings, check_pools
 from hashbay.agent.predict import PredictSettings
+from hashbay.agent.protection import ProtectionSettings
+from hashbay.agent.quiet import QuietSettings
+from hashbay.agent.schedule import parse_priced_window, parse_window
 from hashbay.agent.settings import REQUIRED, array, parse_table, scalars, setting, table
+from hashbay.agent.stratum_client import StratumSettings
 from hashbay.drivers.errors import ConfigError
 
 SIM = "sim"
@@ -145,6 +156,17 @@ class LimitsSection:
 class FanSection:
     pwm_pin: int = pin("BCM pin driving the fan's PWM input.")
     tach_pin: int = pin("BCM pin reading the fan's tachometer.")
+    rpm_max: float = setting(6000.0, "Speed at full duty.", unit="rpm", min=500, max=30000)
+    dba_at_max: float = setting(
+        69.0,
+        "Sound level at full speed, from the fan's datasheet (the noise model of quiet mode).",
+        unit="dB(A)",
+        min=10,
+        max=120,
+    )
+    stop_duty: float = setting(
+        0.1, "Below this duty the fan stands still; above it speed is proportional.", min=0, max=0.9
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +349,28 @@ class Config:
         PredictSettings, "Predictive maintenance: when a rising error rate raises a warning."
     )
     mqtt: MqttSection = table(MqttSection, "Publishing and commands over MQTT.")
+    pool: tuple[PoolSettings, ...] = array(
+        "Mining pools in priority order (the first is preferred). With none, the chains "
+        "hash on local work and nothing is submitted.",
+        max_items=8,
+    )
+    stratum: StratumSettings = table(
+        StratumSettings, "Pool connections: timeouts, backoff, failover and failback."
+    )
+    control: ControlSettings = table(ControlSettings, "The technician control socket (`hashbay`).")
+    api: ApiSettings = table(ApiSettings, "The cgminer-compatible miner API for fleet tools.")
+    thermal: ThermalSettings = table(ThermalSettings, "Fan control from board temperature.")
+    quiet: QuietSettings = table(QuietSettings, "Quiet mode: a cap on the fans' noise.")
+    protection: ProtectionSettings = table(
+        ProtectionSettings, "Per-board over-temperature, sensor and power-fault protection."
+    )
+    power: PowerSettings = table(PowerSettings, "The power governor: a whole-miner power target.")
+    economics: EconomicsSettings = table(
+        EconomicsSettings, "Prices, tariff windows, profitability mode and scheduled curtailment."
+    )
+    autotune: TuneSettings = table(
+        TuneSettings, "Autotuning: every chip's clock at each board voltage, stored per serial."
+    )
     sim: SimSection = table(
         SimSection, "The simulated rig; used only when the buses are `sim`, ignored otherwise."
     )
@@ -373,6 +417,43 @@ def parse_config(raw: dict[str, Any], source: str) -> Config:
     return config
 
 
+def _check_windows(config: Config) -> None:
+    economics = config.economics
+    checks: list[tuple[str, str, Callable[[str], object]]] = [
+        *(
+            (f"economics.tariff[{n}]", t, parse_priced_window)
+            for n, t in enumerate(economics.tariff)
+        ),
+        *(
+            (f"economics.curtail_schedule[{n}]", t, parse_window)
+            for n, t in enumerate(economics.curtail_schedule)
+        ),
+    ]
+    for key, text, parse in checks:
+        try:
+            parse(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
+def _check_thermal(config: Config) -> None:
+    """Fan control must hold the boards below protection's thresholds, and never ask a fan
+    for a duty at which it stands still (that reads as a stall)."""
+    thermal, protection = config.thermal, config.protection
+    if thermal.target_c + thermal.power_margin_c >= protection.warn_c:
+        raise ConfigError(
+            f"thermal.target_c: {thermal.target_c:g} °C plus thermal.power_margin_c "
+            f"({thermal.power_margin_c:g} °C) must stay below protection.warn_c "
+            f"({protection.warn_c:g} °C), or normal running would raise warnings"
+        )
+    for n, fan in enumerate(config.fan):
+        if fan.stop_duty >= config.limits.fan_duty_min:
+            raise ConfigError(
+                f"fan[{n}].stop_duty: {fan.stop_duty:g} must be below limits.fan_duty_min "
+                f"({config.limits.fan_duty_min:g}): a fan stopped by control would read as stalled"
+            )
+
+
 def check_relations(config: Config) -> None:
     """Checks that span keys: limits ordered, no pin wired twice, sim for all buses or none."""
     limits = config.limits
@@ -403,6 +484,9 @@ def check_relations(config: Config) -> None:
     if difficulty & (difficulty - 1):
         raise ConfigError(f"chain.ticket_difficulty: must be a power of two, got {difficulty}")
     _check_addresses(config)
+    check_pools(config.pool, config.stratum)
+    _check_windows(config)
+    _check_thermal(config)
     mqtt = config.mqtt
     if mqtt.password_file and not mqtt.username:
         raise ConfigError("mqtt.password_file: needs mqtt.username as well")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +28,14 @@ class EventKind(enum.StrEnum):
     SAFE_TO_REMOVE = "safe_to_remove"
     RECOVERED = "recovered"  # back to hashing after degraded or fault
     SWAP_CANCELLED = "swap_cancelled"
+    OVERHEAT = "overheat"  # a protection tier was crossed: warn, throttle or cut
+    THROTTLED = "throttled"  # details carry the scale, the reason and the temperature
+    RESTARTING = "restarting"  # a faulted module comes back by itself (retry n of max)
+    NEEDS_SERVICE = "needs_service"  # retries used up: stays off until a person acts
+    CURTAILED = "curtailed"  # miner asleep or at minimum power, with the cause
+    RESUMED = "resumed"
+    DECISION = "decision"  # power governor: target, profit choice, with the numbers
+    TUNED = "tuned"  # autotuning finished for a module, with its efficiency
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,26 @@ class EventSink(Protocol):
     def append(self, event: Event) -> int: ...
 
 
-class EventBus:
-    """Fan-out to subscribers with bounded queues; a slow subscriber loses its oldest."""
+class Subscription(asyncio.Queue[Event]):
+    """A subscriber's bounded queue; `dropped` counts the events it lost by being slow."""
 
-    def __init__(self, sink: EventSink | None = None, queue_size: int = 256) -> None:
+    dropped: int = 0
+
+
+class EventBus:
+    """Fan-out to subscribers with bounded queues; a slow subscriber loses its oldest.
+
+    The last `recent_size` events are also kept in memory for "what happened lately"
+    (`hashbay events`), independent of what the spool has delivered.
+    """
+
+    def __init__(
+        self, sink: EventSink | None = None, queue_size: int = 256, recent_size: int = 200
+    ) -> None:
         self._sink = sink
         self._queue_size = queue_size
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._recent: deque[Event] = deque(maxlen=recent_size)
         self.dropped = 0
 
     def publish(self, event: Event) -> None:
@@ -75,16 +97,25 @@ class EventBus:
             message=event.message,
             **dict(event.details),
         )
+        self._recent.append(event)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()
                 self.dropped += 1
+                if isinstance(queue, Subscription):
+                    queue.dropped += 1
             queue.put_nowait(event)
 
-    def subscribe(self) -> asyncio.Queue[Event]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+    def subscribe(self) -> Subscription:
+        queue = Subscription(self._queue_size)
         self._subscribers.add(queue)
         return queue
+
+    def recent(self, limit: int) -> list[Event]:
+        """The last `limit` events, oldest first."""
+        if limit <= 0:
+            return []
+        return list(self._recent)[-limit:]
 
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(queue)

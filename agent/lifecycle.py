@@ -6,6 +6,8 @@ is a bug caught at once, and the table below is the whole story a technician nee
     empty ──seated──▶ inserted ──identify──▶ identifying ──identified──▶ powering
     powering ──power_good──▶ enumerating ──enumerated──▶ ramping ──ramped──▶ hashing
     hashing ⇄ degraded (health)         any powered state ──fault──▶ fault (power off)
+    fault ──retry──▶ inserted      (cooled down, within the restart limit)
+    powering…degraded ──sleep──▶ sleeping ──wake──▶ powering   (curtailed, or unprofitable)
     hashing/degraded/fault/… ──prepare──▶ draining ──drained──▶ safe_to_remove
     safe_to_remove ──pulled──▶ empty     draining/safe_to_remove ──cancel──▶ inserted
     any state ──pulled──▶ empty (a surprise pull when no swap was prepared)
@@ -34,6 +36,8 @@ class Trigger(enum.StrEnum):
     CANCEL = "cancel"
     PULLED = "pulled"
     RETRY = "retry"
+    SLEEP = "sleep"
+    WAKE = "wake"
 
 
 _WORKING = (S.POWERING, S.ENUMERATING, S.RAMPING, S.HASHING, S.DEGRADED)
@@ -54,10 +58,14 @@ TRANSITIONS: dict[tuple[S, Trigger], S] = {
     (S.SAFE_TO_REMOVE, Trigger.CANCEL): S.INSERTED,
     (S.FAULT, Trigger.PREPARE): S.DRAINING,
     (S.FAULT, Trigger.RETRY): S.INSERTED,
+    (S.SLEEPING, Trigger.WAKE): S.POWERING,
+    (S.SLEEPING, Trigger.PREPARE): S.DRAINING,
+    (S.SLEEPING, Trigger.FAULT): S.FAULT,
     (S.INSERTED, Trigger.PREPARE): S.DRAINING,
     (S.IDENTIFYING, Trigger.PREPARE): S.DRAINING,
     **{(state, Trigger.FAULT): S.FAULT for state in _WORKING},
     **{(state, Trigger.PREPARE): S.DRAINING for state in _WORKING},
+    **{(state, Trigger.SLEEP): S.SLEEPING for state in _WORKING},
     **{(state, Trigger.PULLED): S.EMPTY for state in S if state is not S.EMPTY},
 }
 

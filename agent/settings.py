@@ -108,9 +108,12 @@ def scalars(
     min_items: int = 0,
     max_items: int | None = None,
     hex: bool = False,
+    pattern: str | None = None,
 ) -> Any:
-    """Declare an array of scalars; the range applies to every item."""
-    rule = Rule(doc, unit, min, max, min_items=min_items, max_items=max_items, hex=hex)
+    """Declare an array of scalars; the range (or pattern) applies to every item."""
+    rule = Rule(
+        doc, unit, min, max, pattern=pattern, min_items=min_items, max_items=max_items, hex=hex
+    )
     if default is REQUIRED:
         return dataclasses.field(metadata={_META_KEY: rule})
     return dataclasses.field(default=default, metadata={_META_KEY: rule})

@@ -93,6 +93,10 @@ class SlotHardware:
         self.dcdc.on()
         return written
 
+    def set_rail_v(self, volts: float) -> float:
+        """Move a running rail (the converter slews; the envelope checks the value)."""
+        return self.dcdc.set_vout(volts)
+
     def rail_v(self) -> float:
         return self.dcdc.read_telemetry().vout_v
 
@@ -120,7 +124,8 @@ class SlotHardware:
 
     # -- sensors and rails -------------------------------------------------------------
 
-    def read_rails(self) -> RailReading:
+    def read_temps(self) -> tuple[float | None, ...]:
+        """Every sensor's reading; None for one that did not answer (protection decides)."""
         temps: list[float | None] = []
         for n, sensor in enumerate(self.sensors):
             try:
@@ -131,6 +136,10 @@ class SlotHardware:
             except (HardwareError, ProtocolError):
                 self._configured_sensors.discard(n)
                 temps.append(None)
+        return tuple(temps)
+
+    def read_rails(self) -> RailReading:
+        temps = self.read_temps()
         dcdc = hotswap = None
         faults = []
         with contextlib.suppress(HardwareError, ProtocolError):
@@ -139,7 +148,16 @@ class SlotHardware:
         with contextlib.suppress(HardwareError, ProtocolError):
             hotswap = self.hotswap.read_telemetry()
             faults += [f"hot-swap {words}" for words in self.hotswap.status().faults()]
-        return RailReading(tuple(temps), dcdc, hotswap, "; ".join(faults) or None)
+        return RailReading(temps, dcdc, hotswap, "; ".join(faults) or None)
+
+    def rail_faults(self) -> str | None:
+        """Latched DC-DC and hot-swap faults in words (status words only: two reads)."""
+        faults = []
+        with contextlib.suppress(HardwareError, ProtocolError):
+            faults += [f"DC-DC {words}" for words in self.dcdc.status().faults()]
+        with contextlib.suppress(HardwareError, ProtocolError):
+            faults += [f"hot-swap {words}" for words in self.hotswap.status().faults()]
+        return "; ".join(faults) or None
 
     def close(self) -> None:
         self.pins.close()

@@ -13,13 +13,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
 
+from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
 from hashbay.agent.events import Event, EventBus, EventKind
+from hashbay.agent.governor import CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
+from hashbay.agent.operating_point import OperatingPoint, PointPlanner
+from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.agent.status import (
     ChipSample,
@@ -30,11 +34,14 @@ from hashbay.agent.status import (
     SlotState,
     SlotStatus,
 )
+from hashbay.agent.tune_store import StoredProfile, TuneStore
+from hashbay.agent.tuning import ChainTuneTarget
 from hashbay.agent.work import WorkSource
 from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
+from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.bm13xx.registers import SMALL_CORES
 from hashbay.drivers.eeprom import BoardIdentity, IdentityError
-from hashbay.drivers.envelope import SafetyEnvelope
+from hashbay.drivers.envelope import BoardLimits, SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, HashbayError, SafetyViolation
 
 log = structlog.get_logger("hashbay.slots")
@@ -54,9 +61,45 @@ class CommandRefused(Exception):
 class HealthTracker(Protocol):
     def update(self, sample: ModuleSample) -> Health: ...
 
+    def set_board_v_target(self, board_v: float | None) -> None: ...
+
 
 class TrendTracker(Protocol):
     def update(self, sample: ModuleSample) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Autotuning: how to search, and where results live per board serial."""
+
+    settings: TuneSettings
+    store: TuneStore
+
+    def stored(self, identity: BoardIdentity, limits: BoardLimits) -> StoredProfile | None:
+        return self.store.load(
+            identity.serial,
+            chip_count=identity.chip_count,
+            limits=limits,
+            board_model=identity.model,
+        )
+
+
+class Director(Protocol):
+    """The power governor as a slot sees it: whether to run, and this board's budget."""
+
+    def mode(self) -> Mode: ...
+
+    def budget_w(self, slot: int) -> float | None: ...
+
+
+class RunFreely:
+    """No governor: every board runs at its best (tests, and agents without one)."""
+
+    def mode(self) -> Mode:
+        return Mode.RUN
+
+    def budget_w(self, slot: int) -> float | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -108,6 +151,10 @@ class Services:
     health: Callable[[BoardIdentity], HealthTracker]
     predictor: Callable[[BoardIdentity], TrendTracker]
     on_change: Callable[[], None]
+    director: Director = field(default_factory=RunFreely)
+    protection: ProtectionSettings | None = None  # None: no guard (unit tests)
+    protection_interval_s: float = 0.02
+    tuning: Tuning | None = None  # None: no autotuning (unit tests)
 
 
 class SlotController:
@@ -133,6 +180,19 @@ class SlotController:
         self._interrupt = asyncio.Event()
         self._interrupts: list[tuple[Trigger, asyncio.Future[SlotState]]] = []
         self._job_id = 0
+        self.planner: PointPlanner | None = None
+        self.point: OperatingPoint | None = None
+        self.throttle = 1.0
+        self._nudged = asyncio.Event()
+        self._guard_task: asyncio.Task[None] | None = None
+        self._tuning_task: asyncio.Task[None] | None = None
+        self._tune_wanted = False
+        self._reset_requested = asyncio.Event()
+        self._tier = Tier.OK
+        self._protection: BoardGuard | None = None
+        self._restart_policy: RestartPolicy | None = None
+        self._fault_reason = ""
+        self._fault_retry = True
         self._log = log.bind(slot=self.index)
         self.transitions: list[tuple[SlotState, SlotState, str]] = []
 
@@ -153,6 +213,33 @@ class SlotController:
         if self.state not in (SlotState.DRAINING, SlotState.SAFE_TO_REMOVE):
             raise CommandRefused(f"slot {self.index} has no swap prepared (it is {self.state})")
         return await self._request(Trigger.CANCEL)
+
+    async def reset(self) -> SlotState:
+        """A technician clears a fault: restart count forgotten, module brought up again."""
+        if self.state is not SlotState.FAULT:
+            raise CommandRefused(
+                f"slot {self.index} is {self.state}; only a faulted module can be reset"
+            )
+        policy = self._restart_policy
+        if policy is None or not self._fault_retry:
+            self._fault_retry = True
+            return await self._request(Trigger.RETRY)
+        policy.reset()  # the count starts again; the board still restarts only once cool
+        self._set_status(
+            detail=f"reset by a technician; restarts once below {policy.settings.cool_c:g} °C"
+        )
+        self._reset_requested.set()
+        return self.state
+
+    def nudge(self) -> None:
+        """The governor changed its mind: re-plan now instead of at the next sample."""
+        self._nudged.set()
+
+    def curve(self) -> list[CurvePoint] | None:
+        """What this board can do, for the governor; None unless it is hashing."""
+        if self.planner is None or self.state not in (SlotState.HASHING, SlotState.DEGRADED):
+            return None
+        return self.planner.curve()
 
     def locate(self, mode: str) -> None:
         self.hw.pins.locate(mode)
@@ -178,7 +265,14 @@ class SlotController:
     async def _run_state(self) -> None:
         handler = asyncio.create_task(self._handler(self.state)())
         interrupted = asyncio.create_task(self._interrupt.wait())
-        done, _ = await asyncio.wait({handler, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(
+                {handler, interrupted}, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # the agent stops: no handler outlives its slot
+            handler.cancel()
+            interrupted.cancel()
+            raise
         if handler in done:
             interrupted.cancel()
             exc = handler.exception()
@@ -201,12 +295,21 @@ class SlotController:
         for trigger, future in pending:
             if trigger is Trigger.PULLED or future.done():
                 continue
+            if trigger is Trigger.FAULT and not allowed(self.state, trigger):
+                future.set_result(self.state)  # a cut that raced a pull or a fault: done
+                continue
             if not allowed(self.state, trigger):
                 future.set_exception(
                     CommandRefused(f"slot {self.index} cannot {trigger} while {self.state}")
                 )
                 continue
-            if trigger is Trigger.CANCEL:
+            if trigger is Trigger.FAULT:
+                await self._fault(self._fault_reason, retry=self._fault_retry)
+            elif trigger is Trigger.RETRY:
+                self.hw.pins.locate("off")
+                self._go(trigger, "reset by a technician: bringing the module up", locate="off")
+                self._set_status(restarts=0)
+            elif trigger is Trigger.CANCEL:
                 await self._power_down()
                 self.hw.pins.locate("off")
                 self._go(trigger, "swap cancelled; bringing the module back up", locate="off")
@@ -226,6 +329,7 @@ class SlotController:
             SlotState.HASHING: self._in_hashing,
             SlotState.DEGRADED: self._in_hashing,
             SlotState.FAULT: self._in_fault,
+            SlotState.SLEEPING: self._in_sleeping,
             SlotState.DRAINING: self._in_draining,
             SlotState.SAFE_TO_REMOVE: self._in_safe_to_remove,
         }[state]
@@ -301,6 +405,24 @@ class SlotController:
             await self._untrusted(str(exc))
             return
         self.identity = identity
+        limits = self._svc.envelope.board(self.index)
+        tuning = self._svc.tuning
+        stored = tuning.stored(identity, limits) if tuning is not None else None
+        self.planner = PointPlanner(
+            limits,
+            chip_count=identity.chip_count,
+            nominal_v=identity.nominal_vout_mv / 1000,
+            nominal_freq_mhz=identity.nominal_freq_mhz,
+            hashes_per_mhz=SMALL_CORES.get(identity.chip_model, 0) * 1e6,
+            profile=stored.profile.points if stored is not None else (),
+        )
+        self._tune_wanted = (
+            tuning is not None
+            and tuning.settings.auto_tune
+            and (stored is None or stored.stale(tuning.settings.max_age_days))
+        )
+        if stored is not None:
+            self._set_status(tuning=f"tuned {stored.tuned_at:%Y-%m-%d}: {stored.profile.summary()}")
         self._health = self._svc.health(identity)
         self._predictor = self._svc.predictor(identity)
         self._warned_degrading = False
@@ -320,6 +442,9 @@ class SlotController:
 
     async def _in_powering(self) -> None:
         identity = self._identity()
+        if self._svc.director.mode() is Mode.SLEEP:
+            self._go(Trigger.SLEEP, "asleep: curtailed before powering up")
+            return
         while not self._svc.budget.reserve(self.index, identity.power_max_w):
             detail = (
                 f"waiting for PSU budget: {identity.power_max_w} W needed, "
@@ -328,11 +453,12 @@ class SlotController:
             if self.status.detail != detail:
                 self._set_status(detail=detail)
             await asyncio.sleep(2.0)
+        self._start_guard()
         await self._svc.call(self.hw.hotswap_on)
         if not await self._until(self.hw.power_good, self._settings.power_good_timeout_s):
             await self._fault("hot-swap controller did not report power good")
             return
-        volts = identity.nominal_vout_mv / 1000
+        volts = self._planned().board_v
         rail_up = False
         for _ in range(50):  # the DC-DC joins the bus once its input is up
             try:
@@ -385,6 +511,7 @@ class SlotController:
                 envelope=self._svc.envelope,
                 check_zero_bits=settings.nonce_check_bits,
                 clock=self._svc.clock,
+                on_nonce=self._nonce_found,
             )
             self._chain_stack.callback(chain.port.close)
             await self._chain_stack.enter_async_context(chain.attached())
@@ -404,20 +531,140 @@ class SlotController:
         await self._fault(f"chain enumeration failed: {last_error}")
 
     async def _in_ramping(self) -> None:
-        identity, chain = self._identity(), self._chain()
-        target = float(identity.nominal_freq_mhz)
-        self._set_status(detail=f"ramping to {target:.0f} MHz")
-        actual = await chain.ramp_frequency(
-            target,
+        target = self._planned()
+        self._set_status(detail=f"ramping to {target.mean_freq_mhz:.0f} MHz ({target.why})")
+        self.point = OperatingPoint(
+            self.status.board_v or target.board_v, tuple(self._chain().freq_mhz)
+        )
+        await self._apply(target)
+        self._send_job()
+        self._go(Trigger.RAMPED, f"hashing at {target.mean_freq_mhz:.0f} MHz ({target.why})")
+
+    def _expect_volts(self, volts: float) -> None:
+        if self._health is not None:
+            self._health.set_board_v_target(volts)
+
+    # -- autotuning ----------------------------------------------------------------------
+
+    def start_tuning(self) -> str:
+        """Tune this module now (it keeps hashing); the result is stored under its serial."""
+        if self._svc.tuning is None:
+            raise CommandRefused("autotuning is not configured on this agent")
+        if self.state not in (SlotState.HASHING, SlotState.DEGRADED) or self.chain is None:
+            raise CommandRefused(
+                f"slot {self.index} is {self.state}; only a hashing module is tuned"
+            )
+        if self._tuning_task is not None:
+            return self.status.tuning or "already tuning"
+        self._tune_wanted = False
+        self._tuning_task = asyncio.create_task(self._tune(), name=f"slot{self.index}-tune")
+        self._set_status(tuning="tuning: starting")
+        return "started"
+
+    def _stop_tuning(self) -> None:
+        task, self._tuning_task = self._tuning_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _tune(self) -> None:
+        tuning, identity, chain = self._svc.tuning, self._identity(), self._chain()
+        assert tuning is not None
+        started = time.monotonic()
+        target = ChainTuneTarget(
+            self.index,
+            chain,
+            self.hw,
+            self._svc.envelope,
+            self._svc.call,
+            hashes_per_mhz=SMALL_CORES.get(identity.chip_model, 0) * 1e6,
+            ramp_step_mhz=self._settings.ramp_step_mhz,
+            ramp_step_delay_s=self._settings.ramp_step_delay_s,
+            clock=self._svc.clock,
+            volts_now=self.point.board_v if self.point else identity.nominal_vout_mv / 1000,
+            on_voltage=self._expect_volts,
+        )
+
+        def progress(step: TuneProgress) -> None:
+            self._set_status(tuning=step.describe())
+
+        chain.set_ticket_difficulty(tuning.settings.ticket_difficulty)
+        try:
+            profile = await Autotuner(tuning.settings).run(target, progress=progress)
+        except HashbayError as exc:
+            self._log.warning("autotuning failed", error=str(exc))
+            self._set_status(tuning=f"tuning failed: {exc}")
+            return
+        finally:
+            chain.set_ticket_difficulty(self._settings.ticket_difficulty)
+            self._tuning_task = None
+            self._health = self._svc.health(identity)  # judge the tuned board afresh
+            self._expect_volts(target.voltage_now)
+            self.point = OperatingPoint(target.voltage_now, tuple(chain.freq_mhz))
+            self.nudge()
+        self._tuned(identity, profile, time.monotonic() - started)
+
+    def _tuned(self, identity: BoardIdentity, profile: BoardProfile, real_s: float) -> None:
+        tuning = self._svc.tuning
+        assert tuning is not None and self.planner is not None
+        saved = tuning.store.save(identity.serial, profile, board_model=identity.model)
+        self.planner.use_profile(profile.points)
+        summary = profile.summary()
+        self._set_status(tuning=summary)
+        best = profile.best()
+        self._event(
+            EventKind.TUNED,
+            f"slot {self.index}: tuned in {profile.duration_s / 60:.0f} min: {summary}",
+            duration_s=round(profile.duration_s),
+            real_s=round(real_s),
+            points=len(profile.points),
+            j_per_th=round(best.j_per_th, 2) if best else None,
+            saved=saved,
+        )
+
+    def _planned(self) -> OperatingPoint:
+        """The point the governor and protection allow this board right now."""
+        planner = self.planner
+        if planner is None:
+            raise RuntimeError("no planner in a state that needs one")
+        director = self._svc.director
+        mode = director.mode()
+        budget = director.budget_w(self.index) if mode is Mode.RUN else None
+        return planner.point_for(mode, budget, self.throttle)
+
+    async def _apply(self, target: OperatingPoint) -> None:
+        """Move to `target`, ramping: voltage up before clocks, clocks down before voltage."""
+        chain, current = self._chain(), self.point
+        raise_v = current is None or target.board_v > current.board_v
+        if raise_v and (current is None or current.board_v != target.board_v):
+            await self._svc.call(lambda: self.hw.set_rail_v(target.board_v))
+            self._expect_volts(target.board_v)
+        await chain.ramp_chips(
+            target.freqs_mhz,
             step_mhz=self._settings.ramp_step_mhz,
             step_delay_s=self._settings.ramp_step_delay_s,
         )
-        self._send_job()
-        self._go(Trigger.RAMPED, f"hashing at {actual:.0f} MHz", freq_mhz=actual)
+        if not raise_v and current is not None and current.board_v != target.board_v:
+            await self._svc.call(lambda: self.hw.set_rail_v(target.board_v))
+            self._expect_volts(target.board_v)
+        self.point = target
+        self._set_status(
+            freq_mhz=round(target.mean_freq_mhz, 1),
+            board_target_v=target.board_v,
+            point=target.why,
+            throttle=self.throttle,
+        )
 
     def _send_job(self) -> None:
         self._job_id = (self._job_id + 1) % 16
-        self._chain().send_job(self._svc.work.next_job(self.index, self._job_id))
+        chain, work = self._chain(), self._svc.work
+        job = work.next_job(self.index, self._job_id)
+        if chain.version_mask != work.version_mask:  # the bits the pool lets chips roll
+            chain.set_version_mask(work.version_mask)
+        chain.send_job(job)
+
+    def _nonce_found(self, chip: int, reply: NonceReply) -> None:
+        if self.chain is not None:
+            self._svc.work.on_nonce(self.index, chip, reply, self.chain.version_mask)
 
     async def _in_hashing(self) -> None:
         settings = self._settings
@@ -425,9 +672,31 @@ class SlotController:
         next_job = loop.time() + settings.job_interval_s
         next_chip_poll = loop.time() + settings.chip_poll_interval_s
         missing: tuple[int, ...] = ()
+        next_sample = loop.time() + settings.sample_interval_s
         while True:
-            await asyncio.sleep(settings.sample_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_sample - loop.time())):
+                    await self._nudged.wait()
+            self._nudged.clear()
+            if self._svc.director.mode() is Mode.SLEEP:
+                await self._sleep()
+                return
+            if self._tune_wanted and self._tuning_task is None:
+                self.start_tuning()
+            target = self._planned()
+            if self._tuning_task is None and not target.close_to(self.point):
+                await self._apply(target)
+            budget = self._svc.director.budget_w(self.index)
+            budget = None if budget is None else round(budget, 1)
+            if budget != self.status.budget_w:
+                self._set_status(budget_w=budget)
             now = loop.time()
+            if self._svc.work.fresh(self.index):  # clean_jobs: the chips' work is stale
+                self._send_job()
+                next_job = now + settings.job_interval_s
+            if now < next_sample:
+                continue
+            next_sample = now + settings.sample_interval_s
             if now >= next_job:
                 self._send_job()
                 next_job = now + settings.job_interval_s
@@ -463,8 +732,14 @@ class SlotController:
         """Update health and prediction; True when the state changed."""
         assert self._health is not None and self._predictor is not None
         health = self._health.update(sample)
+        if self._tuning_task is not None:
+            # Tuning makes chips err on purpose: show the figures, judge nothing.
+            self._set_status(health=health, temps_c=sample.temps_c, board_v=sample.board_v)
+            return False
         prediction = self._predictor.update(sample)
         power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
+        if power is not None and self.planner is not None and self.point is not None:
+            self.planner.learn(power, self.point)
         if power is not None:
             # Promise the PSU what the module really draws (plus headroom), not its maximum,
             # so the next module can power up once this one has settled.
@@ -499,8 +774,49 @@ class SlotController:
             return True
         return False
 
+    async def _sleep(self) -> None:
+        await self._power_down()
+        self._go(Trigger.SLEEP, "asleep: powered down by the governor")
+
+    async def _in_sleeping(self) -> None:
+        while self._svc.director.mode() is Mode.SLEEP:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PRESENCE_RECHECK_S):
+                    await self._nudged.wait()
+            self._nudged.clear()
+        self._go(Trigger.WAKE, "waking: powering up again")
+
     async def _in_fault(self) -> None:
-        await asyncio.Event().wait()  # until pulled or a swap is prepared
+        """Off. Comes back by itself once cooled, within the restart limit; else waits."""
+        policy = self._restart_policy
+        if not self._fault_retry or policy is None or self.identity is None:
+            await asyncio.Event().wait()  # until pulled, a swap is prepared, or a reset
+            return
+        while True:
+            temps = await self._svc.call(self.hw.read_temps)
+            now = self._svc.clock()
+            if policy.may_restart(now) and policy.cooled(temps):
+                break
+            if policy.exhausted:
+                why = f"{self._fault_reason}; {policy.reason}"
+                self._set_status(detail=why)
+                self._event(EventKind.NEEDS_SERVICE, f"slot {self.index}: {why}")
+                self._reset_requested.clear()
+                await self._reset_requested.wait()  # a technician's reset_slot
+                continue
+            await asyncio.sleep(1.0)
+        policy.record_restart(now)
+        count, limit = policy.restarts, policy.settings.max_restarts
+        self._event(
+            EventKind.RESTARTING,
+            f"slot {self.index}: restarting after '{self._fault_reason}' "
+            f"(restart {count} of {limit})",
+            restart=count,
+            temps_c=list(temps),
+        )
+        self.hw.pins.locate("off")
+        self._go(Trigger.RETRY, f"restarting by itself (restart {count} of {limit})", locate="off")
+        self._set_status(restarts=count)
 
     async def _in_draining(self) -> None:
         if self.chain is not None and self.chain.info is not None:
@@ -510,7 +826,9 @@ class SlotController:
                     await self.chain.ramp_frequency(floor, step_mhz=50, step_delay_s=0.02)
         await self._power_down()
         if not await self._until(self.hw.output_off, self._settings.power_good_timeout_s):
-            await self._fault("output still live after power-down: do NOT remove the module")
+            await self._fault(
+                "output still live after power-down: do NOT remove the module", retry=False
+            )
             return
         self.hw.pins.locate("blink")
         self._go(Trigger.DRAINED, "power is off: safe to remove", locate="blink")
@@ -519,9 +837,75 @@ class SlotController:
     async def _in_safe_to_remove(self) -> None:
         await asyncio.Event().wait()  # until pulled or the swap is cancelled
 
-    # -- going down --------------------------------------------------------------------
+    # -- protection: the fast path -------------------------------------------------------
 
-    async def _fault(self, why: str) -> None:
+    def _start_guard(self) -> None:
+        settings = self._svc.protection
+        if settings is None or self._guard_task is not None:
+            return
+        if self._protection is None or self._restart_policy is None:
+            self._protection = BoardGuard(settings)
+            self._restart_policy = RestartPolicy(settings)
+        self._protection.reset()
+        self._tier = Tier.OK
+        self._guard_task = asyncio.create_task(self._guard(), name=f"slot{self.index}-guard")
+
+    def _stop_guard(self) -> None:
+        task, self._guard_task = self._guard_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _guard(self) -> None:
+        """Temperatures every few tens of ms while powered; a cut happens here, at once."""
+        assert self._protection is not None
+        protection, tick = self._protection, 0
+        while True:
+            temps = await self._svc.call(self.hw.read_temps)
+            rail_fault = await self._svc.call(self.hw.rail_faults) if tick % 5 == 0 else None
+            tick += 1
+            verdict = protection.assess(
+                self._svc.clock(), temps, self.status.power_w, self._svc.fans_stalled(), rail_fault
+            )
+            if verdict.tier.cuts_power:
+                self._cut(verdict.reason)
+                return
+            if verdict.changed:
+                self._throttled(verdict)
+            await asyncio.sleep(self._svc.protection_interval_s)
+
+    def _cut(self, why: str) -> None:
+        """The hard cut first (GPIO, no bus), then the state machine tidies up."""
+        self.hw.safe()
+        self._guard_task = None
+        self._log.warning("protection cut", why=why)
+        self._fault_reason, self._fault_retry = why, True
+        future: asyncio.Future[SlotState] = asyncio.get_running_loop().create_future()
+        self._interrupts.append((Trigger.FAULT, future))
+        self._interrupt.set()
+
+    def _throttled(self, verdict: Verdict) -> None:
+        previous, self._tier = self._tier, verdict.tier
+        self.throttle = verdict.freq_scale
+        self.nudge()
+        if verdict.tier is Tier.OK and previous is Tier.OK:
+            return  # a fresh guard's first word: nothing happened
+        reason = "" if verdict.tier is Tier.OK else verdict.reason
+        self._set_status(throttle=verdict.freq_scale, throttle_reason=reason)
+        kind = {Tier.OK: EventKind.RECOVERED, Tier.WARN: EventKind.OVERHEAT}.get(
+            verdict.tier, EventKind.THROTTLED
+        )
+        self._event(
+            kind,
+            f"slot {self.index}: {verdict.reason}",
+            scale=verdict.freq_scale,
+            tier=verdict.tier.value,
+            hottest_c=verdict.hottest_c,
+        )
+
+    async def _fault(self, why: str, *, retry: bool = True) -> None:
+        self._fault_reason, self._fault_retry = why, retry
+        if self._restart_policy is not None:
+            self._restart_policy.tripped(self._svc.clock(), why)
         await self._power_down()
         self.hw.pins.locate("on")
         self._go(Trigger.FAULT, why, locate="on")
@@ -529,12 +913,16 @@ class SlotController:
 
     async def _power_down(self) -> None:
         self.hw.safe()
+        self._stop_guard()
+        self._stop_tuning()
+        self.throttle = 1.0
         await self._close_chain()
         problems = await self._svc.call(self.hw.power_off)
         for problem in problems:
             self._log.warning("power-off step failed", problem=problem)
         self._svc.budget.release(self.index)
-        self._set_status(freq_mhz=None, power_w=None)
+        self.point = None
+        self._set_status(freq_mhz=None, power_w=None, board_target_v=None, point="", budget_w=None)
 
     async def _pulled(self) -> None:
         before = self.state
@@ -571,6 +959,8 @@ class SlotController:
             )
         )
         self.identity = None
+        self.planner = None
+        self._protection = self._restart_policy = None
         self._log = log.bind(slot=self.index)
 
     async def _close_chain(self) -> None:
@@ -581,6 +971,8 @@ class SlotController:
     async def _shut_down(self) -> None:
         """Agent stopping: the supervisor already applied the safe state; tidy up."""
         self.hw.safe()
+        self._stop_guard()
+        self._stop_tuning()
         with contextlib.suppress(Exception):
             await self._close_chain()
 

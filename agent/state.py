@@ -26,6 +26,7 @@ class AgentState:
         self.slot_statuses: Callable[[], list[SlotStatus]] = list
         self.extra: dict[str, Callable[[], Any]] = {}  # other services' figures for status
         self.on_update: Callable[[], None] = lambda: None  # publishers waiting for news
+        self.noise_estimate: Callable[[], float | None] = lambda: None  # the thermal service's
 
     def update(self, snapshot: RigSnapshot) -> None:
         self.snapshot = snapshot
@@ -38,8 +39,8 @@ class AgentState:
         )
 
     def noise_dba(self) -> float | None:
-        """Estimated fan noise; None until a noise model is configured (thermal control)."""
-        return None
+        """Estimated fan noise (from the fans' measured speeds); None when unknown or silent."""
+        return self.noise_estimate()
 
     def summary(self) -> str:
         """One line for systemd's STATUS= and the console title."""

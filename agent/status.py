@@ -21,6 +21,7 @@ class SlotState(enum.StrEnum):
     HASHING = "hashing"
     DEGRADED = "degraded"
     FAULT = "fault"
+    SLEEPING = "sleeping"  # identified, powered down on purpose (curtailed, unprofitable)
     DRAINING = "draining"
     SAFE_TO_REMOVE = "safe_to_remove"
 
@@ -104,6 +105,13 @@ class SlotStatus:
     freq_mhz: float | None = None
     locate: str = "off"
     since: float = field(default=0.0)  # unix time of the last transition
+    board_target_v: float | None = None  # the operating point being held, and why
+    point: str = ""
+    budget_w: float | None = None  # the governor's watt budget for this board, if any
+    throttle: float = 1.0  # clock scale set by protection (1 = none)
+    throttle_reason: str = ""
+    restarts: int = 0  # automatic restarts after faults, in the current window
+    tuning: str = ""  # autotuning progress, or the tuned profile in words
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

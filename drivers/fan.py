@@ -21,6 +21,9 @@ PWM_FREQUENCY_HZ = 25_000  # Intel 4-wire fan spec
 PULSES_PER_REV = 2
 
 
+MIN_WINDOW_S = 0.25  # at the stall speed a 2-pulse fan gives only a few pulses in this
+
+
 @dataclass(frozen=True)
 class FanReading:
     duty: float
@@ -53,6 +56,8 @@ class Fan:
         self._lock = threading.Lock()
         self._pulses = 0
         self._window_start = clock()
+        self._last: FanReading | None = None
+        self._slow = False
         self._tach.when_activated = self._count_pulse
 
     def _count_pulse(self) -> None:
@@ -70,15 +75,22 @@ class Fan:
         return accepted
 
     def read(self) -> FanReading:
-        """RPM since the previous read; a fan commanded to spin but below stall_rpm is stalled."""
+        """RPM since the previous read; a fan commanded to spin but below stall_rpm in two
+        windows running is stalled (one slow window is a late read or a missed pulse)."""
         now = self._clock()
         with self._lock:
-            pulses, self._pulses = self._pulses, 0
             elapsed = now - self._window_start
+            if elapsed < MIN_WINDOW_S and self._last is not None:
+                return self._last  # too few pulses yet to count: the last honest figure
+            pulses, self._pulses = self._pulses, 0
             self._window_start = now
         rpm = pulses / PULSES_PER_REV / elapsed * 60.0 if elapsed > 0 else 0.0
         duty = self.duty
-        return FanReading(duty=duty, rpm=rpm, stalled=duty > 0 and rpm < self._stall_rpm)
+        slow = duty > 0 and rpm < self._stall_rpm
+        reading = FanReading(duty=duty, rpm=rpm, stalled=slow and self._slow)
+        self._slow = slow
+        self._last = reading
+        return reading
 
     def close(self) -> None:
         self._tach.close()

@@ -84,6 +84,7 @@ def write_config(path: Path, extra: str = "", agent: str = "") -> Path:
     text = default_config_path().read_text()
     fast = "poll_interval_s = 0.1\nstall_timeout_s = 2.0\nshutdown_timeout_s = 2.0\n" + agent
     text = text.replace("poll_interval_s = 1.0\n", fast)
+    text = text.replace("port = 4028\n", "port = 0\n")  # any free port: tests run side by side
     path.write_text(text + "\n" + extra)
     return path
 

@@ -50,7 +50,7 @@ def test_command_arguments_cannot_be_changed_after_parsing() -> None:
         (b"\xff\xfe{}", "not UTF-8"),
         ([1, 2], "must be a JSON object"),
         ("prepare_swap", "must be a JSON object"),
-        ({"slot": 1}, 'no "command" key; known commands: cancel_swap, locate, prepare_swap'),
+        ({"slot": 1}, 'no "command" key; known commands: cancel_swap, curtail, fan_auto'),
         ({"command": "reboot"}, 'unknown command "reboot"; known commands: cancel_swap'),
         ({"command": 7}, "unknown command 7"),
         ({"command": "prepare_swap"}, 'prepare_swap: missing key "slot" (an integer slot number'),
@@ -133,5 +133,6 @@ def test_accepted_arguments_are_exactly_those_of_the_table(
         return
     spec = COMMANDS[name]
     assert set(command.args) == set(spec.args)
-    slot = command.args["slot"]
-    assert type(slot) is int and 0 <= slot < 3
+    if "slot" in spec.args:
+        slot = command.args["slot"]
+        assert type(slot) is int and 0 <= slot < 3

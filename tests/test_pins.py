@@ -58,7 +58,12 @@ def test_rpm_is_measured_from_tach_pulses_over_the_window(factory: Any) -> None:
     assert reading.rpm == pytest.approx(6000.0)
     assert not reading.stalled
     clock.now += 1.0
-    assert fan.read().stalled  # no pulses for a second while commanded to spin
+    first = fan.read()
+    assert first.rpm == 0.0 and not first.stalled  # one silent window may be a late read
+    clock.now += 1.0
+    assert fan.read().stalled  # two in a row while commanded to spin: stalled
+    clock.now += 0.1
+    assert fan.read().stalled  # a read too soon after repeats the last honest figure
 
 
 def test_presence_is_believed_only_after_the_contact_stops_bouncing(factory: Any) -> None:

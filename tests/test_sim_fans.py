@@ -182,5 +182,7 @@ def test_the_agents_fan_driver_measures_the_simulated_speed_within_2_percent(
         assert not reading.stalled
     fan.stall()
     advance(1.0)
+    driver.read()
+    advance(1.0)
     assert driver.read().stalled
     driver.close()

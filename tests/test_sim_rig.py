@@ -375,6 +375,8 @@ def test_the_fan_driver_measures_the_simulated_rpm_on_the_rigs_clock(rig: SimRig
 
     inject(rig, "fan-stall 0")
     rig.advance(1.0)
+    fan.read()  # one silent window is not yet a stall
+    rig.advance(1.0)
     reading = fan.read()
     assert (reading.rpm, reading.stalled) == (0.0, True)
     inject(rig, "fan-ok 0")
@@ -423,6 +425,7 @@ EFFECTS = {
     "uart-noise": "test_uart_noise_garbles_the_line_both_ways",
     "i2c-errors": "test_i2c_errors_fail_about_that_share_of_driver_reads",
     "ambient": "test_ambient_sets_the_inlet_air_the_boards_settle_to",
+    "overheat": "test_overheat_heats_a_board_past_its_physics_and_a_watch_times_the_cut",
 }
 
 
@@ -485,6 +488,29 @@ def test_a_stuck_sensor_keeps_its_reading_while_the_board_heats(host: Host) -> N
     assert live.read_c() > cold + 5.0
     inject(host.rig, "sensor-ok 0 0")
     assert stuck.read_c() == pytest.approx(live.read_c() - 7.0, abs=0.1)  # offsets -3, +4
+
+
+def test_overheat_heats_a_board_past_its_physics_and_a_watch_times_the_cut(
+    host: Host,
+) -> None:
+    host.power_up(0)
+    host.rig.advance(600)  # near its steady temperature
+    before = max(host.sensor(0, n).read_c() for n in (0, 1))
+    watch = host.rig.watch_cutoff(0, before + 10.0)
+    inject(host.rig, "overheat 0 2")
+    seen = []
+    for seconds in (4.0, 2.0):
+        host.rig.advance(seconds)
+        seen.append((watch.crossed_at is not None, watch.cut_at is not None))
+    host.rig.pin_factory.pin(host.rig.config.slot[0].power_pin).state = False  # enable low
+    host.rig.advance(0.1)
+    # +8 °C after 4 s (the board's own drift is smaller), past +10 °C after 6 s, then cut.
+    assert seen == [(False, False), (True, False)]
+    crossed, cut = watch.crossed_at, watch.cut_at
+    assert crossed is not None and cut is not None and cut >= crossed
+    inject(host.rig, "overheat 0 0")
+    module = host.rig.slots[0].module
+    assert module is not None and module.heat_c_per_s == 0.0
 
 
 def test_dcdc_overcurrent_latches_off_the_rail_until_clear_faults(host: Host) -> None:
@@ -615,7 +641,7 @@ def test_ambient_sets_the_inlet_air_the_boards_settle_to(host: Host) -> None:
     ("command", "message"),
     [
         ("", "empty command"),
-        ("overheat 1", "unknown fault 'overheat'; known: insert, insert-new, pull"),
+        ("meltdown 1", "unknown fault 'meltdown'; known: insert, insert-new, pull"),
         ("fan-stall", "usage: fan-stall FAN$"),
         ("fan-stall 1 2", "usage: fan-stall FAN$"),
         ("psu-ok now", "usage: psu-ok$"),

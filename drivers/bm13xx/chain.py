@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -280,6 +280,49 @@ class Bm13xxChain:
             if n < steps:
                 await asyncio.sleep(step_delay_s)
         return actual
+
+    async def ramp_chips(
+        self,
+        targets_mhz: Sequence[float],
+        *,
+        step_mhz: float = 6.25,
+        step_delay_s: float = 0.05,
+    ) -> list[float]:
+        """Move every chip toward its own clock at once, at most `step_mhz` per round.
+
+        Per-chip tuning gives each die its own clock; ramping them one after another would
+        take one round per chip and step, so all move together and only the chips that change are
+        written. Every value passes the envelope first. Returns the clocks now set.
+        """
+        info = self._require_info()
+        if len(targets_mhz) != info.chip_count:
+            raise ValueError(f"{len(targets_mhz)} clocks for {info.chip_count} chips")
+        for target in targets_mhz:
+            self._envelope.chip_frequency(self.slot, target)
+        spans = [abs(t - (f or 50.0)) for t, f in zip(targets_mhz, self.freq_mhz, strict=True)]
+        for _ in range(int(max(spans, default=0.0) // step_mhz) + 3):  # PLL rounding ends it
+            moves: dict[int, registers.PllSetting] = {}
+            for i, target in enumerate(targets_mhz):
+                current = self.freq_mhz[i] or 50.0
+                wanted = current + max(-step_mhz, min(step_mhz, target - current))
+                setting = registers.pll_for(self._envelope.chip_frequency(self.slot, wanted))
+                if setting.freq_mhz != self.freq_mhz[i]:
+                    moves[i] = setting
+            if not moves:
+                break
+            settings = set(moves.values())
+            if len(moves) == info.chip_count and len(settings) == 1:
+                self.send(frames.write_register(Reg.PLL0, settings.pop().register_value(), None))
+            else:
+                for i, setting in moves.items():
+                    frame = frames.write_register(
+                        Reg.PLL0, setting.register_value(), info.address(i)
+                    )
+                    self.send(frame)
+            for i, setting in moves.items():
+                self.freq_mhz[i] = setting.freq_mhz
+            await asyncio.sleep(step_delay_s)
+        return list(self.freq_mhz)
 
     # -- work --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Sources: public protocol notes (skot/BM1397, ESP-Miner, mujina). Where they are 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -84,8 +85,12 @@ def _pll_candidates() -> list[PllSetting]:
 _CANDIDATES = sorted(_pll_candidates(), key=lambda s: s.freq_mhz)
 
 
+@functools.lru_cache(maxsize=1024)
 def pll_for(freq_mhz: float) -> PllSetting:
-    """The divider setting closest to the wanted frequency (VCO kept in its usual range)."""
+    """The divider setting closest to the wanted frequency (VCO kept in its usual range).
+
+    A search over every divider combination (about 1.4 ms); cached, because a ramp asks
+    the same value for every chip of a board in each step."""
     best = min(_CANDIDATES, key=lambda s: (abs(s.freq_mhz - freq_mhz), -s.fbdiv))
     return best
 

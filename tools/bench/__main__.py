@@ -9,7 +9,19 @@ from collections.abc import Callable
 
 from hashbay.tools.bench import Figure
 
-BENCHMARKS = ["startup", "frames", "sim", "predict", "costs", "agent"]
+BENCHMARKS = [
+    "startup",
+    "frames",
+    "sim",
+    "predict",
+    "costs",
+    "agent",
+    "autotune",
+    "thermal",
+    "api",
+    "mining",
+    "power",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

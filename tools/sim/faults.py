@@ -82,6 +82,13 @@ FAULTS: dict[str, FaultSpec] = {
             lambda rig, a: rig.chip_degrade(a[0], a[1], a[2]),
         ),
         FaultSpec("chip-ok", (SLOT, CHIP), "heal a chip", lambda rig, a: rig.chip_ok(a[0], a[1])),
+        FaultSpec(
+            "overheat",
+            (SLOT, Param("c_per_s", float, 0.0, 50.0)),
+            "a board heats this many °C per simulated second beyond its physics (a blocked "
+            "heatsink); 0 ends it",
+            lambda rig, a: rig.overheat(a[0], a[1]),
+        ),
         FaultSpec("fan-stall", (FAN,), "lock a fan's rotor", lambda rig, a: rig.fan_stall(a[0])),
         FaultSpec("fan-ok", (FAN,), "free a stalled fan", lambda rig, a: rig.fan_ok(a[0])),
         FaultSpec(

@@ -107,6 +107,10 @@ class SimTemperatureSensor:
         counts = round(min(max(self.temp_c, low), high) * 256 / (1 << shift))
         return (counts << shift) & 0xFFFF
 
+    def shown_c(self) -> float:
+        """What the temperature register reads right now, in °C."""
+        return int.from_bytes(self._raw().to_bytes(2, "big"), "big", signed=True) / 256
+
     @property
     def stuck(self) -> bool:
         return self._stuck_raw is not None

@@ -43,6 +43,7 @@ class SimModule:
         self.thermal = physics.BoardThermal(temp_c=ambient_c)
         self.domains = self.identity.domains
         self.power_w = 0.0
+        self.heat_c_per_s = 0.0
         self._chip_power_w = [0.0] * spec.chip_count
 
     @property
@@ -89,6 +90,7 @@ class SimModule:
         self.power_w = total
         self.dcdc.iout_a = total / self.board_v if self.board_v > 0 else 0.0
         self.thermal.step(dt_s, total, airflow, ambient_c)
+        self.thermal.temp_c += self.heat_c_per_s * dt_s  # a fault: blocked heatsink, hot spot
         for sensor, offset in zip(self.sensors, SENSOR_OFFSETS_C, strict=False):
             sensor.temp_c = self.temp_c + offset
         self.dcdc.temp_c = self.temp_c + 8.0 + total / 200.0

@@ -114,6 +114,17 @@ class SimSlot:
         self.bounce: Bounce | None = None
 
 
+@dataclass
+class CutoffWatch:
+    """When a board's sensors first showed `threshold_c`, and when its power enable then
+    dropped (both time.monotonic()): the protection path's latency, seen from outside."""
+
+    slot: int
+    threshold_c: float
+    crossed_at: float | None = None
+    cut_at: float | None = None
+
+
 class SimRig:
     """The whole simulated machine. Thread-safe: faults and steps take `lock`."""
 
@@ -144,6 +155,7 @@ class SimRig:
             self._seat(self.slots[index], self._new_module(), bounce=False)
         self.applied: list[tuple[float, str]] = []
         self._last_physics = self.clock.now()
+        self.watches: list[CutoffWatch] = []
         self._last_fans = self._last_physics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -270,6 +282,27 @@ class SimRig:
                     slot.bounce = None
             # Board pull-downs: an undriven enable is off, an undriven reset holds reset.
             slot.hotswap.enable_pin = self._pin_high(slot.power_pin, undriven=False)
+        for watch in self.watches:
+            crossed = watch.crossed_at is not None and watch.cut_at is None
+            if crossed and not self.slots[watch.slot].hotswap.enable_pin:
+                watch.cut_at = time.monotonic()
+
+    def _check_watches(self) -> None:
+        for watch in self.watches:
+            module = self.slots[watch.slot].module
+            if (
+                watch.crossed_at is None
+                and module is not None
+                and max(sensor.shown_c() for sensor in module.sensors) >= watch.threshold_c
+            ):
+                watch.crossed_at = time.monotonic()
+
+    def watch_cutoff(self, index: int, threshold_c: float) -> CutoffWatch:
+        """Record when slot `index` crosses `threshold_c` and when its power goes off."""
+        watch = CutoffWatch(self._slot(index).index, threshold_c)
+        with self.lock:
+            self.watches.append(watch)
+        return watch
 
     # -- physics -----------------------------------------------------------------------
 
@@ -297,6 +330,7 @@ class SimRig:
             drawn_w = 0.0
             for slot in self.slots:
                 drawn_w += self._slot_physics(slot, dt, bus_v, airflow)
+            self._check_watches()
             fans_w = sum(FAN_POWER_MAX_W * (f.rpm / f.rpm_max) ** 3 for f in self.fans)
             self.psu.pout_w = drawn_w + fans_w + CONTROLLER_W
             self.psu.temp_c = self.ambient_c + 8.0 + self.psu.pout_w / 400.0
@@ -463,6 +497,10 @@ class SimRig:
 
     def i2c_errors(self, rate: float, address: int | None) -> None:
         self.i2c.set_error_rate(rate, address)
+
+    def overheat(self, index: int, c_per_s: float) -> None:
+        """Heat a board this many °C per simulated second beyond its physics (0 ends it)."""
+        self._module(index).heat_c_per_s = c_per_s
 
     def set_ambient(self, celsius: float) -> None:
         self.ambient_c = celsius

@@ -1,0 +1,185 @@
+"""Pools in priority order against real test pools on loopback: immediate failover,
+failback only after the delay, backoff, idle when nothing is reachable, and a pool that
+misbehaves is dropped, counted and replaced without anything else noticing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from hashbay.agent.pool_work import PoolWork
+from hashbay.agent.pools import PoolManager, PoolSettings, PoolState, PoolStatus
+from hashbay.agent.stratum_client import StratumSettings
+from hashbay.tools.pool import Misbehaviour, TestPool
+
+SETTINGS = StratumSettings(
+    connect_timeout_s=5,
+    response_timeout_s=5,
+    backoff_min_s=0.05,
+    backoff_max_s=0.4,
+    failback_delay_s=0.5,
+    idle_after_s=0.5,
+)
+
+
+async def until(check: Callable[[], object], timeout_s: float = 10, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Rig:
+    pools: list[TestPool]
+    manager: PoolManager
+    work: PoolWork
+    availability: list[bool]
+
+    def state(self, index: int) -> PoolStatus:
+        return self.manager.status()[index]
+
+
+@asynccontextmanager
+async def pools(count: int = 2, settings: StratumSettings = SETTINGS) -> AsyncIterator[Rig]:
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(TestPool()) for _ in range(count)]
+        work = PoolWork()
+        availability: list[bool] = []
+        work.on_availability = availability.append
+        configured = tuple(
+            PoolSettings(url=p.url, user=f"acct.w{i}") for i, p in enumerate(servers)
+        )
+        manager = PoolManager(configured, settings, work)
+        task = asyncio.create_task(manager.run())
+        try:
+            yield Rig(servers, manager, work, availability)
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+
+
+async def test_the_first_pool_is_used_and_the_others_stay_unconnected() -> None:
+    async with pools(3) as rig:
+        await until(lambda: rig.manager.active == 0)
+        assert [s.state for s in rig.manager.status()] == [
+            PoolState.ALIVE,
+            PoolState.STANDBY,
+            PoolState.STANDBY,
+        ]
+        assert [p.clients for p in rig.pools] == [1, 0, 0]
+        assert rig.manager.work_json() == {"source": "pool", "available": True, "active_pool": 0}
+
+
+async def test_failover_is_immediate_and_failback_waits_for_the_delay() -> None:
+    async with pools() as rig:
+        first, second = rig.pools
+        await until(lambda: rig.manager.active == 0)
+        await first.stop()
+        await until(lambda: rig.manager.active == 1, what="failover to the second pool")
+        assert second.clients == 1
+        down = rig.state(0)
+        assert down.state in (PoolState.BACKOFF, PoolState.CONNECTING)
+        assert down.counters.failures >= 1
+        assert down.last_error
+        assert rig.work.available
+
+        await first.start()  # the same port: the pool is back
+        await until(lambda: rig.state(0).state is PoolState.ALIVE, what="first pool back")
+        back_since = rig.state(0).since
+        if time.time() - back_since < SETTINGS.failback_delay_s / 2:
+            assert rig.manager.active == 1  # not yet: it has to stay up for the delay first
+        await until(lambda: rig.manager.active == 0, what="failback")
+        assert time.time() - back_since >= SETTINGS.failback_delay_s
+        await until(lambda: second.clients == 0, what="the second pool let go")
+        assert rig.state(1).state is PoolState.STANDBY
+        assert rig.state(0).last_error == ""
+
+
+async def test_a_failing_pool_is_retried_with_a_doubling_delay_up_to_the_maximum() -> None:
+    async with pools(1) as rig:
+        await rig.pools[0].stop()
+        waits: dict[int, float] = {}  # failure count -> the wait that followed it
+
+        def record() -> bool:
+            status = rig.state(0)
+            if status.state is PoolState.BACKOFF:
+                waits.setdefault(status.counters.failures, status.backoff_s)
+            return max(waits, default=0) >= 6
+
+        await until(record, what="six retries")
+        low, high = SETTINGS.backoff_min_s, SETTINGS.backoff_max_s
+        assert waits == {n: pytest.approx(min(high, low * 2 ** (n - 1))) for n in waits}
+        assert len(waits) >= 2
+        assert "cannot connect" in rig.state(0).last_error
+
+
+async def test_with_every_pool_down_work_becomes_unavailable_until_one_returns() -> None:
+    async with pools() as rig:
+        await until(lambda: rig.manager.active == 0)
+        rig.availability.clear()  # a slow start may have idled before the first pool came up
+        for pool in rig.pools:
+            await pool.stop()
+        await until(lambda: not rig.work.available, what="work unavailable")
+        assert rig.availability == [False]
+        assert rig.manager.active is None
+        assert rig.manager.work_json()["available"] is False
+
+        await rig.pools[1].start()
+        await until(lambda: rig.work.available, what="work available again")
+        assert rig.availability == [False, True]
+        assert rig.manager.active == 1
+
+
+@pytest.mark.parametrize(
+    "kind", [Misbehaviour.GARBAGE, Misbehaviour.HUGE_LINE, Misbehaviour.WRONG_TYPES]
+)
+async def test_a_pool_sending_bad_input_is_dropped_counted_and_failed_over(
+    kind: Misbehaviour,
+) -> None:
+    settings = StratumSettings(
+        backoff_min_s=0.05, backoff_max_s=0.4, failback_delay_s=60, max_line_bytes=4096
+    )
+    async with pools(settings=settings) as rig:
+        await until(lambda: rig.manager.active == 0)
+        rig.pools[0].misbehave(kind)
+        await until(lambda: rig.manager.active == 1, what="failover")
+        status = rig.state(0)
+        assert status.counters.protocol_errors == 1
+        assert status.counters.failures == 1
+        await until(lambda: rig.state(0).state is PoolState.ALIVE, what="first pool retried")
+        assert rig.manager.active == 1  # it must prove itself for a minute before failback
+
+
+async def test_a_reconnect_request_comes_back_to_the_same_pool() -> None:
+    async with pools(1) as rig:
+        await until(lambda: rig.manager.active == 0)
+        rig.pools[0].misbehave(Misbehaviour.RECONNECT)
+        await until(lambda: rig.pools[0].connections_made == 2, what="reconnected")
+        await until(lambda: rig.manager.active == 0)
+        status = rig.state(0)
+        assert status.counters.failures == 0
+        assert status.counters.connects == 2
+
+
+async def test_a_pool_that_hangs_up_on_configure_is_mined_without_version_rolling() -> None:
+    async with TestPool() as old_pool:
+        old_pool.misbehave(Misbehaviour.HANG_UP_ON_CONFIGURE)
+        work = PoolWork()
+        manager = PoolManager((PoolSettings(url=old_pool.url, user="a.b"),), SETTINGS, work)
+        task = asyncio.create_task(manager.run())
+        try:
+            await until(lambda: manager.active == 0, what="mining without configure")
+            status = manager.status()[0]
+            assert (status.counters.failures, status.counters.connects) == (1, 1)
+            assert status.version_mask == 0
+            assert work.version_mask == 0
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)

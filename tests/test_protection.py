@@ -1,0 +1,257 @@
+"""Per-board protection: tiers with hysteresis, sensor and power faults, and the way back."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hashbay.agent.config import load_config
+from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier
+from hashbay.drivers.errors import ConfigError
+from hashbay.tools.sim.plant import ThermalPlant
+
+from .support import write_config
+
+S = ProtectionSettings()  # warn 80, throttle 85, cutoff 92, hysteresis 5, steps of 10 % / 10 s
+
+
+def guard_at(temps: list[float], *, start_s: float = 0.0, every_s: float = 1.0) -> BoardGuard:
+    guard = BoardGuard(S)
+    for n, temp in enumerate(temps):
+        guard.assess(start_s + n * every_s, (temp - 3.0, temp))
+    return guard
+
+
+def test_a_cool_board_is_ok_and_runs_at_full_clock() -> None:
+    verdict = BoardGuard(S).assess(0.0, (60.0, 64.0), 1300.0)
+    assert (verdict.tier, verdict.freq_scale, verdict.changed) == (Tier.OK, 1.0, True)
+    assert verdict.hottest_c == 64.0
+    assert not verdict.tier.cuts_power
+
+
+def test_tiers_escalate_warn_throttle_cut() -> None:
+    guard = BoardGuard(S)
+    assert guard.assess(0.0, (80.0,)).tier is Tier.WARN
+    throttled = guard.assess(1.0, (85.0,))
+    assert (throttled.tier, throttled.freq_scale) == (Tier.THROTTLE, 0.9)
+    assert throttled.reason == "board at 85.0 °C, throttling at 85 °C: clock at 90%"
+    cut = guard.assess(2.0, (92.0,))
+    assert (cut.tier, cut.freq_scale) == (Tier.CUT, 0.0)
+    assert cut.tier.cuts_power
+    assert cut.reason == "board at 92.0 °C reached the 92 °C cutoff: power cut"
+    assert guard.assess(3.0, (40.0,)).tier is Tier.CUT  # latched until the board restarts
+    guard.reset()
+    assert guard.assess(4.0, (40.0,)).tier is Tier.OK
+
+
+def test_throttle_steps_down_every_interval_to_the_floor_then_holds() -> None:
+    guard = BoardGuard(S)
+    scales = [guard.assess(float(t), (88.0,)).freq_scale for t in range(0, 100)]
+    assert scales[0] == 0.9  # the first step is immediate
+    assert scales[9] == 0.9 and scales[10] == 0.8  # then one per throttle_interval_s
+    assert min(scales) == S.throttle_min_scale
+    assert scales[-1] == S.throttle_min_scale
+
+
+def test_throttle_comes_back_only_below_the_hysteresis_band_one_step_at_a_time() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 25):
+        guard.assess(float(t), (86.0,))
+    assert guard.freq_scale == pytest.approx(0.7)
+    for t in range(25, 200):  # inside the band: hold
+        verdict = guard.assess(float(t), (82.0,))
+        assert verdict.freq_scale == pytest.approx(0.7)
+    assert "steps back up below 80 °C" in verdict.reason
+    ups = [guard.assess(float(t), (79.9,)).freq_scale for t in range(200, 240)]
+    assert ups[0] == pytest.approx(0.8)
+    assert ups[10] == pytest.approx(0.9)
+    assert ups[20] == 1.0
+    assert guard.assess(240.0, (79.9,)).tier is Tier.WARN  # still within the warning band
+    assert guard.assess(241.0, (74.9,)).tier is Tier.OK
+
+
+@given(st.lists(st.floats(min_value=S.cool_c + 0.01, max_value=S.throttle_c - 0.01), max_size=60))
+def test_a_noisy_reading_inside_the_band_never_moves_the_clock(noise: list[float]) -> None:
+    guard = guard_at([86.0])
+    for n, temp in enumerate(noise):
+        verdict = guard.assess(1.0 + n * 3.0, (temp,))
+        assert verdict.freq_scale == pytest.approx(0.9)
+        assert not verdict.changed
+
+
+@given(st.lists(st.floats(min_value=S.cool_c + 0.01, max_value=S.cutoff_c - 0.01), max_size=80))
+def test_readings_hovering_around_the_throttle_limit_only_ever_step_down(
+    noise: list[float],
+) -> None:
+    guard = guard_at([86.0])
+    scale = guard.freq_scale
+    for n, temp in enumerate(noise):
+        verdict = guard.assess(1.0 + n * 4.0, (temp,))
+        assert verdict.freq_scale <= scale  # no chatter: never back up inside the band
+        assert verdict.tier is Tier.THROTTLE
+        scale = verdict.freq_scale
+
+
+@given(st.lists(st.floats(min_value=S.warn_c - S.hysteresis_c + 0.01, max_value=84.9), max_size=50))
+def test_a_warning_clears_only_below_its_hysteresis(noise: list[float]) -> None:
+    guard = guard_at([81.0])
+    for n, temp in enumerate(noise):
+        assert guard.assess(1.0 + n, (temp,)).tier is Tier.WARN
+
+
+def test_throttling_holds_a_board_whose_fans_cannot_cope_below_the_cutoff() -> None:
+    """Closed loop on the simulator's physics: fans stuck at 45 %, a 1.3 kW board would
+    settle near 95 °C; throttling (power ∝ clock) holds it inside the throttle band."""
+    plant = ThermalPlant(boards=1, power_w=1300.0, duty=0.45, start_c=60.0)
+    try:
+        guard = BoardGuard(S)
+        verdicts = []
+        peak_c = 0.0
+        for t in range(1800):
+            hottest = plant.hottest_c()
+            peak_c = max(peak_c, hottest)
+            verdict = guard.assess(float(t), (hottest - 7.0, hottest), plant.power_w[0])
+            plant.power_w = [1300.0 * verdict.freq_scale]
+            plant.step(1.0)
+            verdicts.append(verdict)
+        assert not any(v.tier.cuts_power for v in verdicts)
+        assert peak_c < S.throttle_c + 1.0
+        settled = verdicts[-900:]
+        assert len({v.freq_scale for v in settled}) == 1  # no chatter once settled
+        assert 0.5 < settled[-1].freq_scale < 1.0
+        assert sum(v.changed for v in verdicts) <= 8
+    finally:
+        plant.close()
+
+
+def test_a_stalled_fan_throttles_at_once_and_lifts_when_it_turns_again() -> None:
+    guard = BoardGuard(S)
+    stalled = guard.assess(0.0, (70.0,), fans_stalled=2)
+    assert (stalled.tier, stalled.freq_scale) == (Tier.THROTTLE, S.stall_scale)
+    assert stalled.reason == "2 fans stalled: clock at 70%"
+    freed = guard.assess(1.0, (70.0,), fans_stalled=0)
+    assert (freed.tier, freed.freq_scale, freed.changed) == (Tier.OK, 1.0, True)
+
+
+def test_a_sensor_unreadable_for_sensor_lost_s_cuts_the_board() -> None:
+    guard = BoardGuard(S)
+    guard.assess(0.0, (70.0, 72.0))
+    assert guard.assess(1.0, (70.0, None)).tier is Tier.OK  # one missed read is bus noise
+    assert guard.assess(5.9, (70.0, None)).tier is Tier.OK
+    lost = guard.assess(6.0, (70.0, None))
+    assert lost.tier is Tier.SENSOR_FAULT and lost.tier.cuts_power
+    assert lost.reason == (
+        "temperature sensor 1 unreadable for 5 s: the board cannot be watched, power cut"
+    )
+
+
+def test_a_sensor_that_reads_again_is_forgiven() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 60, 2):
+        guard.assess(float(t), (70.0, None))
+        verdict = guard.assess(t + 1.0, (70.0, 71.0))
+    assert verdict.tier is Tier.OK
+
+
+def test_no_readable_sensor_at_all_warns_then_cuts() -> None:
+    guard = BoardGuard(S)
+    first = guard.assess(0.0, (None, None))
+    assert first.tier is Tier.WARN and first.hottest_c is None
+    assert guard.assess(5.0, (math.nan, None)).tier is Tier.SENSOR_FAULT
+    nothing = BoardGuard(S)
+    nothing.assess(0.0, ())
+    assert nothing.assess(5.0, ()).reason.startswith("no temperature sensor reported")
+
+
+def test_a_reading_frozen_while_the_power_moves_is_a_stuck_sensor() -> None:
+    guard = BoardGuard(S)
+    guard.assess(0.0, (70.0, 70.0625), 1300.0)
+    guard.assess(1.0, (70.5, 70.0625), 1300.0)
+    for t in range(2, 62):  # the power drops by 200 W at t=2; sensor 1 never moves
+        verdict = guard.assess(float(t), (70.5 - t * 0.05, 70.0625), 1100.0)
+        assert verdict.tier is not Tier.SENSOR_FAULT
+    stuck = guard.assess(62.0, (67.0, 70.0625), 1100.0)
+    assert stuck.tier is Tier.SENSOR_FAULT
+    assert stuck.reason.startswith("temperature sensor 1 stuck at 70.06 °C for 62 s")
+
+
+def test_a_steady_reading_at_steady_power_is_not_stuck() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 600, 5):
+        verdict = guard.assess(float(t), (70.0, 74.0), 1300.0 + (t % 3))
+    assert verdict.tier is Tier.OK
+
+
+def test_a_rail_fault_cuts_the_board_with_its_words() -> None:
+    verdict = BoardGuard(S).assess(0.0, (70.0,), rail_fault="DC-DC over-current")
+    assert (verdict.tier, verdict.freq_scale) == (Tier.POWER_FAULT, 0.0)
+    assert verdict.reason == "power fault: DC-DC over-current"
+
+
+def test_changed_flags_only_real_changes() -> None:
+    guard = BoardGuard(S)
+    assert guard.assess(0.0, (60.0,)).changed
+    assert not guard.assess(1.0, (61.0,)).changed
+    assert guard.assess(2.0, (81.0,)).changed
+
+
+# -- coming back -------------------------------------------------------------------------
+
+
+def test_a_cut_board_restarts_once_cool_and_off_long_enough() -> None:
+    policy = RestartPolicy(S)
+    policy.tripped(100.0, "board at 92.0 °C reached the 92 °C cutoff: power cut")
+    assert not policy.cooled((85.0, 79.0))
+    assert not policy.cooled((70.0, None))  # cannot prove it is cool
+    assert not policy.cooled(())
+    assert policy.cooled((70.0, 79.9))
+    assert not policy.may_restart(110.0)  # restart_min_off_s
+    assert policy.may_restart(130.0)
+    policy.record_restart(130.0)
+    assert policy.restarts == 1
+
+
+def test_too_many_restarts_in_the_window_leave_the_board_off_for_service() -> None:
+    policy = RestartPolicy(S)
+    for n in range(3):
+        policy.tripped(n * 600.0, "board at 93.0 °C reached the 92 °C cutoff: power cut")
+        assert policy.may_restart(n * 600.0 + 60)
+        policy.record_restart(n * 600.0 + 60)
+    policy.tripped(1900.0, "board at 92.5 °C reached the 92 °C cutoff: power cut")
+    assert not policy.may_restart(2000.0)
+    assert policy.exhausted
+    assert policy.reason == (
+        "3 restarts in 1 h: needs service "
+        "(last: board at 92.5 °C reached the 92 °C cutoff: power cut)"
+    )
+    assert not policy.may_restart(99999.0)  # latched: a person must look at it
+    policy.reset()
+    assert policy.may_restart(99999.0)
+
+
+def test_restarts_older_than_the_window_are_forgotten() -> None:
+    policy = RestartPolicy(S)
+    for n in range(3):
+        policy.record_restart(n * 100.0)
+    policy.tripped(3650.0)
+    assert policy.may_restart(3700.0)  # the first restart (t=0) is over an hour old
+
+
+def test_no_automatic_restart_when_max_restarts_is_zero() -> None:
+    policy = RestartPolicy(ProtectionSettings(max_restarts=0))
+    policy.tripped(0.0)
+    assert not policy.may_restart(1000.0)
+    assert policy.reason.startswith("0 restarts in 1 h: needs service")
+
+
+def test_thresholds_must_be_in_order(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "a.toml", "[protection]\nwarn_c = 90\n")
+    with pytest.raises(ConfigError, match=r"warn_c 90\.0 < throttle_c 85\.0 < cutoff_c 92\.0"):
+        load_config(path)
+    quiet_too_hot = write_config(tmp_path / "b.toml", "[thermal]\ntarget_c = 78\n")
+    with pytest.raises(ConfigError, match=r"thermal\.target_c: 78 °C plus"):
+        load_config(quiet_too_hot)
