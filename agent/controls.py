@@ -9,10 +9,9 @@ value of the wrong type or out of range is dropped (with a log line), never appl
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -20,11 +19,14 @@ from typing import Any
 
 import structlog
 
+from hashbay.agent.files import read_limited, write_atomically
+
 log = structlog.get_logger("hashbay.controls")
 
 QUIET_MODES = ("on", "off", "schedule")
 CURTAIL_MODES = ("sleep", "min")
 SCHEMA = 1
+MAX_FILE_BYTES = 4096  # a few keys; anything bigger is not ours
 
 
 @dataclass(frozen=True)
@@ -73,20 +75,35 @@ class ControlStore:
         self.path = path
         self.current = self._load()
         self._listeners: list[Callable[[Controls], None]] = []
+        self._saving = asyncio.Lock()
 
     def on_change(self, listener: Callable[[Controls], None]) -> None:
         self._listeners.append(listener)
 
     def update(self, **changes: Any) -> Controls:
         """Apply and persist; raises ValueError naming a bad value (nothing changes then)."""
+        updated = self._checked(changes)
+        self._save(updated)
+        return self._commit(updated)
+
+    async def update_async(self, **changes: Any) -> Controls:
+        """As `update`, with the file written off the event loop (fsync can take a while
+        on an SD card, and the protection path must not wait for it)."""
+        async with self._saving:  # one change at a time, each on top of the last
+            updated = self._checked(changes)
+            await asyncio.to_thread(self._save, updated)
+            return self._commit(updated)
+
+    def _checked(self, changes: dict[str, Any]) -> Controls:
         for key, value in changes.items():
             check = _VALID.get(key)
             if check is None:
                 raise ValueError(f"unknown control {key!r}")
             if value is not None and not check(value):
                 raise ValueError(f"control {key} cannot be {value!r}")
-        updated = replace(self.current, **changes)
-        self._save(updated)
+        return replace(self.current, **changes)
+
+    def _commit(self, updated: Controls) -> Controls:
         self.current = updated
         for listener in self._listeners:
             listener(updated)
@@ -94,10 +111,10 @@ class ControlStore:
 
     def _load(self) -> Controls:
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = json.loads(read_limited(self.path, MAX_FILE_BYTES))
         except FileNotFoundError:
             return Controls()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.error(
                 "controls file unreadable; using the configuration",
                 path=str(self.path),
@@ -130,19 +147,5 @@ class ControlStore:
         return controls
 
     def _save(self, controls: Controls) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
-        data = json.dumps({"schema": SCHEMA, **controls.to_json()}, indent=1).encode()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.path)
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        body = json.dumps({"schema": SCHEMA, **controls.to_json()}, indent=1).encode()
+        write_atomically(self.path, body)

@@ -50,7 +50,7 @@ class Dispatcher:
                     key: None if arg is None else command.args[arg] for key, arg in changes.items()
                 }
                 try:
-                    controls = self._controls.update(**values)
+                    controls = await self._controls.update_async(**values)
                 except (ValueError, OSError) as exc:
                     raise CommandError(f"{command.name}: {exc}") from None
                 return {"controls": controls.to_json()}

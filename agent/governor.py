@@ -8,7 +8,7 @@ the pool (no work, no point burning power). The slot controllers turn a board's 
 budget into clocks and a voltage, ramping; the envelope checks every value they write.
 
 Pure logic: `step` takes measurements and returns a decision, so it is tested without
-hardware and the service around it (`run_governor`) stays a few lines.
+hardware and the service around it (power_service.py) stays small.
 """
 
 from __future__ import annotations

@@ -102,6 +102,16 @@ class PointPlanner:
             points.append(CurvePoint(self._untuned_power(freq), self._hashrate(freq)))
         return points
 
+    def power_w(self, point: OperatingPoint) -> float:
+        """Estimated board power at `point` (for the PSU budget before a board speeds up)."""
+        same_v = [p for p in self.profile if abs(p.board_v - point.board_v) <= 0.01]
+        if same_v:
+            tuned = max(same_v, key=lambda p: p.power_w)
+            mean = sum(tuned.freqs_mhz) / len(tuned.freqs_mhz) if tuned.freqs_mhz else 0.0
+            share = point.mean_freq_mhz / mean if mean else 1.0
+            return tuned.power_w * (STATIC_SHARE + (1 - STATIC_SHARE) * share)
+        return self._untuned_power(point.mean_freq_mhz)
+
     # -- choosing ------------------------------------------------------------------------
 
     def point_for(

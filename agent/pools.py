@@ -306,7 +306,8 @@ class PoolManager:
             pool.alive_at = 0.0
             pool.failing = request.wait_s > 0  # a pause is worth a failover; a bounce is not
             pool.log.info("pool asked to reconnect", wait_s=request.wait_s)
-            return min(request.wait_s, settings.backoff_max_s)
+            # Never sooner than the backoff floor: a pool cannot make us reconnect in a loop.
+            return min(max(request.wait_s, settings.backoff_min_s), settings.backoff_max_s)
         except PoolError as exc:
             why = str(exc)
             if stage == "configure" and not isinstance(exc, PoolProtocolError):

@@ -73,6 +73,10 @@ class PowerService:
     def budget_w(self, slot: int) -> float | None:
         return self.decision.budgets_w.get(slot)
 
+    def refresh(self) -> None:
+        """Decide now, in place: a board about to power up asks with itself counted."""
+        self.step()
+
     def wake(self) -> None:
         """Re-decide now (a command or a pool change), not at the next interval."""
         self._wake.set()

@@ -20,7 +20,7 @@ import structlog
 
 from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
 from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.governor import CurvePoint, Mode
+from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
@@ -50,8 +50,15 @@ IDENTIFY_ATTEMPTS = 3
 ENUMERATE_ATTEMPTS = 2
 RAIL_TOLERANCE = 0.05
 PRESENCE_RECHECK_S = 0.5
-CONVERSION_EFFICIENCY = 0.9  # board rail to PSU input: DC-DC and PSU losses together
 BUDGET_HEADROOM = 1.05
+GOVERNED = (
+    SlotState.POWERING,
+    SlotState.ENUMERATING,
+    SlotState.RAMPING,
+    SlotState.HASHING,
+    SlotState.DEGRADED,
+    SlotState.SLEEPING,
+)
 
 
 class CommandRefused(Exception):
@@ -91,6 +98,8 @@ class Director(Protocol):
 
     def budget_w(self, slot: int) -> float | None: ...
 
+    def refresh(self) -> None: ...
+
 
 class RunFreely:
     """No governor: every board runs at its best (tests, and agents without one)."""
@@ -100,6 +109,9 @@ class RunFreely:
 
     def budget_w(self, slot: int) -> float | None:
         return None
+
+    def refresh(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -236,8 +248,9 @@ class SlotController:
         self._nudged.set()
 
     def curve(self) -> list[CurvePoint] | None:
-        """What this board can do, for the governor; None unless it is hashing."""
-        if self.planner is None or self.state not in (SlotState.HASHING, SlotState.DEGRADED):
+        """What this board can do, for the governor: while it comes up, hashes or sleeps
+        (a sleeping board still counts, or the governor would wake it to find out)."""
+        if self.planner is None or self.state not in GOVERNED:
             return None
         return self.planner.curve()
 
@@ -435,6 +448,7 @@ class SlotController:
         )
 
     async def _untrusted(self, why: str) -> None:
+        self._fault_retry = False  # only a technician's reset (or a new module) retries
         self._svc.envelope.forget_board(self.index)
         self.hw.pins.locate("on")
         self._go(Trigger.UNTRUSTED, f"not powered: {why}", locate="on")
@@ -442,6 +456,7 @@ class SlotController:
 
     async def _in_powering(self) -> None:
         identity = self._identity()
+        self._svc.director.refresh()  # decide with this board counted, before powering it
         if self._svc.director.mode() is Mode.SLEEP:
             self._go(Trigger.SLEEP, "asleep: curtailed before powering up")
             return
@@ -587,26 +602,53 @@ class SlotController:
         def progress(step: TuneProgress) -> None:
             self._set_status(tuning=step.describe())
 
+        budget = self._svc.director.budget_w(self.index)
+        cap_w = self._svc.envelope.board(self.index).power_max_w
+        cap_w = cap_w if budget is None else min(cap_w, budget)
         chain.set_ticket_difficulty(tuning.settings.ticket_difficulty)
         try:
-            profile = await Autotuner(tuning.settings).run(target, progress=progress)
-        except HashbayError as exc:
+            profile = await Autotuner(tuning.settings).run(
+                target, power_cap_w=cap_w, progress=progress
+            )
+        except asyncio.CancelledError:
+            raise  # powered down or stopped: the chain is gone, nothing to restore
+        except Exception as exc:  # a failed tune must leave the board hashing
             self._log.warning("autotuning failed", error=str(exc))
             self._set_status(tuning=f"tuning failed: {exc}")
+            profile = None
+        self._tuning_task = None
+        if self.chain is not chain:
             return
-        finally:
-            chain.set_ticket_difficulty(self._settings.ticket_difficulty)
-            self._tuning_task = None
-            self._health = self._svc.health(identity)  # judge the tuned board afresh
-            self._expect_volts(target.voltage_now)
-            self.point = OperatingPoint(target.voltage_now, tuple(chain.freq_mhz))
-            self.nudge()
-        self._tuned(identity, profile, time.monotonic() - started)
+        chain.set_ticket_difficulty(self._settings.ticket_difficulty)
+        self._health = self._svc.health(identity)  # judge the tuned board afresh
+        self._expect_volts(target.voltage_now)
+        self.point = OperatingPoint(target.voltage_now, tuple(chain.freq_mhz))
+        self.nudge()
+        if profile is not None:
+            await self._tuned(identity, profile, time.monotonic() - started)
 
-    def _tuned(self, identity: BoardIdentity, profile: BoardProfile, real_s: float) -> None:
+    def _abort_tuning(self, why: str) -> None:
+        """Protection or the governor needs the clocks back: the tuner must not hold them."""
+        if self._tuning_task is None:
+            return
+        self._stop_tuning()
+        chain = self.chain
+        if chain is not None:
+            chain.set_ticket_difficulty(self._settings.ticket_difficulty)
+            self.point = OperatingPoint(
+                self.point.board_v if self.point else 0.0, tuple(chain.freq_mhz)
+            )
+            if self.identity is not None:
+                self._health = self._svc.health(self.identity)
+        self._set_status(tuning=f"tuning stopped: {why}")
+        self._log.warning("autotuning stopped", why=why)
+
+    async def _tuned(self, identity: BoardIdentity, profile: BoardProfile, real_s: float) -> None:
         tuning = self._svc.tuning
         assert tuning is not None and self.planner is not None
-        saved = tuning.store.save(identity.serial, profile, board_model=identity.model)
+        saved = await asyncio.to_thread(
+            tuning.store.save, identity.serial, profile, board_model=identity.model
+        )
         self.planner.use_profile(profile.points)
         summary = profile.summary()
         self._set_status(tuning=summary)
@@ -632,8 +674,20 @@ class SlotController:
         return planner.point_for(mode, budget, self.throttle)
 
     async def _apply(self, target: OperatingPoint) -> None:
-        """Move to `target`, ramping: voltage up before clocks, clocks down before voltage."""
+        """Move to `target`, ramping: voltage up before clocks, clocks down before voltage.
+
+        Speeding up needs the PSU's promise first: a board whose estimated draw at the new
+        point does not fit next to the others' holds its current point."""
         chain, current = self._chain(), self.point
+        if self.planner is not None:
+            # In the units powering up promised (the module's declared maximum, at most).
+            needed_w = min(self.planner.power_w(target), self.planner.limits.power_max_w)
+            if not self._svc.budget.reserve(self.index, needed_w) and current is not None:
+                self._set_status(
+                    point=f"held: {needed_w:.0f} W would exceed the PSU's "
+                    f"{self._svc.budget.max_w:.0f} W"
+                )
+                return
         raise_v = current is None or target.board_v > current.board_v
         if raise_v and (current is None or current.board_v != target.board_v):
             await self._svc.call(lambda: self.hw.set_rail_v(target.board_v))
@@ -683,6 +737,10 @@ class SlotController:
                 return
             if self._tune_wanted and self._tuning_task is None:
                 self.start_tuning()
+            if self._tuning_task is not None and self.throttle < 1.0:
+                self._abort_tuning(self.status.throttle_reason or "throttled by protection")
+            elif self._tuning_task is not None and self._svc.director.mode() is not Mode.RUN:
+                self._abort_tuning(f"power mode is {self._svc.director.mode()}")
             target = self._planned()
             if self._tuning_task is None and not target.close_to(self.point):
                 await self._apply(target)
@@ -732,18 +790,20 @@ class SlotController:
         """Update health and prediction; True when the state changed."""
         assert self._health is not None and self._predictor is not None
         health = self._health.update(sample)
+        power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
         if self._tuning_task is not None:
             # Tuning makes chips err on purpose: show the figures, judge nothing.
+            if power is not None:
+                self._svc.budget.reserve(self.index, power / BOARD_TO_INPUT * BUDGET_HEADROOM)
             self._set_status(health=health, temps_c=sample.temps_c, board_v=sample.board_v)
             return False
         prediction = self._predictor.update(sample)
-        power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
         if power is not None and self.planner is not None and self.point is not None:
             self.planner.learn(power, self.point)
         if power is not None:
             # Promise the PSU what the module really draws (plus headroom), not its maximum,
             # so the next module can power up once this one has settled.
-            self._svc.budget.reserve(self.index, power / CONVERSION_EFFICIENCY * BUDGET_HEADROOM)
+            self._svc.budget.reserve(self.index, power / BOARD_TO_INPUT * BUDGET_HEADROOM)
         self._set_status(
             health=health,
             prediction=prediction,
@@ -856,7 +916,18 @@ class SlotController:
             task.cancel()
 
     async def _guard(self) -> None:
-        """Temperatures every few tens of ms while powered; a cut happens here, at once."""
+        """Temperatures every few tens of ms while powered; a cut happens here, at once.
+
+        If the guard itself fails the board cannot be watched, so that is a cut too."""
+        try:
+            await self._watch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # unwatched means unpowered
+            self._log.exception("protection guard failed")
+            self._cut(f"protection guard failed: {exc!r}")
+
+    async def _watch(self) -> None:
         assert self._protection is not None
         protection, tick = self._protection, 0
         while True:

@@ -417,8 +417,13 @@ class StratumSession:
             self._log.debug("ignored a notification", method=method)
 
     def _reply(self, message_id: int | str | None, result: Any, error: Any = None) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(sp.response(message_id, result, error))
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > MAX_WRITE_BACKLOG_BYTES:
+            self._abort("the pool sends requests but does not read our replies")
+            return
+        writer.write(sp.response(message_id, result, error))
 
     def _answer(self, answer: sp.Response) -> None:
         message_id = answer.id

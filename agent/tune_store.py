@@ -14,14 +14,11 @@ leaves the old profile or the new one, never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from typing import Any
 import structlog
 
 from hashbay.agent.autotune import BoardProfile, TunePoint
+from hashbay.agent.files import write_atomically
 from hashbay.drivers.envelope import BoardLimits
 
 log = structlog.get_logger("hashbay.tune_store")
@@ -95,7 +93,7 @@ class TuneStore:
             body = json.dumps(
                 _to_json(serial, board_model, when, profile), allow_nan=False, indent=1
             )
-            _write_atomically(path, body.encode())
+            write_atomically(path, body.encode())
         except (OSError, ValueError) as exc:
             log.error("tune profile not saved", serial=serial, path=str(path), error=str(exc))
             return False
@@ -133,26 +131,6 @@ class TuneStore:
             )
             return None
         return _within_limits(stored, limits, path)
-
-
-def _write_atomically(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(body)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 # -- to and from JSON -------------------------------------------------------------------

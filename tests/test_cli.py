@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -186,7 +187,8 @@ def test_events_list_recent_ones(rig: RunningAgent) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3
-    assert all("inserted" in line or ":" in line for line in lines)
+    shape = re.compile(r"\d\d:\d\d:\d\d  (slot \d( \S+)?|miner)  [a-z_]+: .+")
+    assert all(shape.fullmatch(line) for line in lines), lines
     as_json = hashbay(rig, "--json", "events", "--limit", "200")
     kinds = [json.loads(line)["kind"] for line in as_json.stdout.splitlines()]
     assert kinds.count("inserted") == 3
@@ -393,7 +395,7 @@ def test_the_miner_api_reports_the_running_rig(rig: RunningAgent) -> None:
     reply = api(rig, {"command": "summary+devs+stats"})
     summary = reply["summary"][0]["SUMMARY"][0]
     assert summary["MHS 5s"] > 0
-    assert summary["Elapsed"] >= 0
+    assert isinstance(summary["Elapsed"], int) and 0 <= summary["Elapsed"] < 3600
     devs = reply["devs"][0]["DEVS"]
     assert [d["Status"] for d in devs] == ["Alive"] * 3
     assert all(d["Total MH"] > 0 for d in devs)

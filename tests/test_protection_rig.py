@@ -85,6 +85,14 @@ async def test_hot_board_is_throttled_then_cut_then_comes_back_by_itself(
     rig.overheat(0, 1.5)  # 1.5 °C per simulated second: through the throttle band to the cutoff
     await until(lambda: agent.controllers[0].throttle < 1.0, what="throttled")
     assert "throttling" in agent.controllers[0].status.throttle_reason
+    nominal = max(agent.controllers[1].chain.freq_mhz)  # type: ignore[union-attr]
+    await until(  # the chips themselves slowed down, not only the figure
+        lambda: (
+            (chain := agent.controllers[0].chain) is not None
+            and max(chain.freq_mhz) <= 0.95 * nominal
+        ),
+        what="slower clocks",
+    )
     await until(lambda: agent.controllers[0].state is SlotState.FAULT, what="cut")
     assert watch.crossed_at is not None and watch.cut_at is not None
     assert watch.cut_at >= watch.crossed_at  # cut only once the sensors showed the cutoff
@@ -153,6 +161,13 @@ async def test_stalled_fan_throttles_every_board(agent_for: Callable[..., Agent]
     rig.fan_stall(2)
     stall_scale = agent.config.protection.stall_scale
     await until(lambda: all(c.throttle == stall_scale for c in agent.controllers), what="throttled")
+    await until(
+        lambda: all(
+            c.chain is not None and max(c.chain.freq_mhz) <= stall_scale * 490 + 7
+            for c in agent.controllers
+        ),
+        what="every chain clocked down",
+    )
     assert all(c.state is SlotState.HASHING for c in agent.controllers)
     assert "fan" in agent.controllers[0].status.throttle_reason
     assert any(e.kind is EventKind.THROTTLED for e in agent.events.recent(100))
