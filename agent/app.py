@@ -35,6 +35,7 @@ from hashbay.agent.slots import PowerBudget, Services, SlotController, SlotSetti
 from hashbay.agent.spool import EventSpool
 from hashbay.agent.state import AgentState
 from hashbay.agent.supervisor import EXIT_SOFTWARE, Policy, Service, Supervisor
+from hashbay.agent.sweep import SensorSweep
 from hashbay.agent.thermal import build_thermal
 from hashbay.agent.tune_store import TuneStore
 from hashbay.agent.work import LocalWork, WorkSource
@@ -85,6 +86,7 @@ class Agent:
         self.budget = PowerBudget(config.limits.psu_power_max_w)
         self.mqtt_wake = asyncio.Event()
         self.controls = ControlStore(Path(config.agent.state_dir) / "controls.json")
+        self.sweep = SensorSweep(self.rig.call, config.protection.check_interval_s)
         self.controllers: list[SlotController] = []
         self.thermal = build_thermal(
             config,
@@ -128,7 +130,7 @@ class Agent:
             director=self.power,
             protection=config.protection,
             tuning=Tuning(config.autotune, TuneStore(Path(config.agent.state_dir))),
-            protection_interval_s=config.protection.check_interval_s,
+            sweep=self.sweep,
         )
         settings = slot_settings(config)
         uarts = self.rig.buses.uart_paths
@@ -230,6 +232,14 @@ class Agent:
                 Policy.RESTART,
                 "a failed loop first puts the fans at the safe duty (full speed), which keeps "
                 "every board cool while it restarts",
+            )
+        )
+        services.append(
+            Service(
+                "protection",
+                self.sweep.run,
+                Policy.CRITICAL,
+                "without it no board's temperature is watched: safe state",
             )
         )
         services.append(

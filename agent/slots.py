@@ -34,6 +34,7 @@ from hashbay.agent.status import (
     SlotState,
     SlotStatus,
 )
+from hashbay.agent.sweep import SensorSweep
 from hashbay.agent.tune_store import StoredProfile, TuneStore
 from hashbay.agent.tuning import ChainTuneTarget
 from hashbay.agent.work import WorkSource
@@ -165,7 +166,7 @@ class Services:
     on_change: Callable[[], None]
     director: Director = field(default_factory=RunFreely)
     protection: ProtectionSettings | None = None  # None: no guard (unit tests)
-    protection_interval_s: float = 0.02
+    sweep: SensorSweep | None = None  # reads every guarded board's sensors each period
     tuning: Tuning | None = None  # None: no autotuning (unit tests)
 
 
@@ -196,7 +197,7 @@ class SlotController:
         self.point: OperatingPoint | None = None
         self.throttle = 1.0
         self._nudged = asyncio.Event()
-        self._guard_task: asyncio.Task[None] | None = None
+        self._guarded = False
         self._tuning_task: asyncio.Task[None] | None = None
         self._tune_wanted = False
         self._reset_requested = asyncio.Event()
@@ -900,54 +901,44 @@ class SlotController:
     # -- protection: the fast path -------------------------------------------------------
 
     def _start_guard(self) -> None:
-        settings = self._svc.protection
-        if settings is None or self._guard_task is not None:
+        settings, sweep = self._svc.protection, self._svc.sweep
+        if settings is None or sweep is None or self._guarded:
             return
         if self._protection is None or self._restart_policy is None:
             self._protection = BoardGuard(settings)
             self._restart_policy = RestartPolicy(settings)
         self._protection.reset()
         self._tier = Tier.OK
-        self._guard_task = asyncio.create_task(self._guard(), name=f"slot{self.index}-guard")
+        self._guarded = True
+        sweep.watch(self.index, self.hw, self._on_reading)
 
     def _stop_guard(self) -> None:
-        task, self._guard_task = self._guard_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        self._guarded = False
+        if self._svc.sweep is not None:
+            self._svc.sweep.unwatch(self.index)
 
-    async def _guard(self) -> None:
-        """Temperatures every few tens of ms while powered; a cut happens here, at once.
+    def _on_reading(self, temps: tuple[float | None, ...], rail_fault: str | None) -> None:
+        """One sweep's readings of this board (in the loop): judged, and acted on, now.
 
-        If the guard itself fails the board cannot be watched, so that is a cut too."""
+        If judging itself fails the board cannot be watched, so that is a cut too."""
+        if not self._guarded or self._protection is None:
+            return
         try:
-            await self._watch()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # unwatched means unpowered
-            self._log.exception("protection guard failed")
-            self._cut(f"protection guard failed: {exc!r}")
-
-    async def _watch(self) -> None:
-        assert self._protection is not None
-        protection, tick = self._protection, 0
-        while True:
-            temps = await self._svc.call(self.hw.read_temps)
-            rail_fault = await self._svc.call(self.hw.rail_faults) if tick % 5 == 0 else None
-            tick += 1
-            verdict = protection.assess(
+            verdict = self._protection.assess(
                 self._svc.clock(), temps, self.status.power_w, self._svc.fans_stalled(), rail_fault
             )
             if verdict.tier.cuts_power:
                 self._cut(verdict.reason)
-                return
-            if verdict.changed:
+            elif verdict.changed:
                 self._throttled(verdict)
-            await asyncio.sleep(self._svc.protection_interval_s)
+        except Exception as exc:  # unwatched means unpowered
+            self._log.exception("protection failed")
+            self._cut(f"protection failed: {exc!r}")
 
     def _cut(self, why: str) -> None:
         """The hard cut first (GPIO, no bus), then the state machine tidies up."""
         self.hw.safe()
-        self._guard_task = None
+        self._stop_guard()
         self._log.warning("protection cut", why=why)
         self._fault_reason, self._fault_retry = why, True
         future: asyncio.Future[SlotState] = asyncio.get_running_loop().create_future()

@@ -28,6 +28,7 @@ from hashbay.agent.status import SlotState, SlotStatus
 from hashbay.drivers.fan import FanReading
 
 log = structlog.get_logger("hashbay.thermal")
+RPM_SMOOTHING = 0.3  # weight of the newest tach reading in the noise estimate
 
 DUTY_RESOLUTION = 0.005
 """Smaller duty changes are not written: inaudible, and they would keep the bus busy."""
@@ -153,6 +154,7 @@ class ThermalService:
         self._override: float | None = None
         self._quiet_mode: str | None = None
         self._written: float | None = None
+        self._rpm_smoothed: list[float] = []
         self.status = ThermalStatus(
             enabled=settings.enabled,
             target_c=settings.target_c,
@@ -272,9 +274,17 @@ class ThermalService:
         return command
 
     def _estimate(self, readings: Sequence[FanReading]) -> float | None:
+        """Noise from the fans' speeds, each smoothed over a few polls: one tach window
+        miscounts by a pulse or two, which at low speed moves the estimate by decibels."""
         if len(readings) != len(self.noise.fans):
             return None  # no poll yet, or a rig that does not match the config
-        return finite_or_none(self.noise.level_dba([r.rpm for r in readings]))
+        if len(self._rpm_smoothed) != len(readings):
+            self._rpm_smoothed = [r.rpm for r in readings]
+        self._rpm_smoothed = [
+            0.0 if r.stalled else s + RPM_SMOOTHING * (r.rpm - s)
+            for s, r in zip(self._rpm_smoothed, readings, strict=True)
+        ]
+        return finite_or_none(self.noise.level_dba(self._rpm_smoothed))
 
     async def _write(self, command: FanCommand) -> None:
         duty = command.duty

@@ -94,6 +94,7 @@ async def test_hot_board_is_throttled_then_cut_then_comes_back_by_itself(
         what="slower clocks",
     )
     await until(lambda: agent.controllers[0].state is SlotState.FAULT, what="cut")
+    await until(lambda: watch.cut_at is not None, what="the simulator sees the enable drop")
     assert watch.crossed_at is not None and watch.cut_at is not None
     assert watch.cut_at >= watch.crossed_at  # cut only once the sensors showed the cutoff
     assert rig.slots[0].hotswap.enable_pin is False
