@@ -167,6 +167,24 @@ async def test_frequency_outside_the_envelope_is_refused_and_nothing_is_sent(
     assert [c.freq_mhz for c in module.chain.chips] == before
 
 
+async def test_clocks_never_round_above_the_envelope_and_chips_ramp_together(
+    powered: Powered, chain: Bm13xxChain
+) -> None:
+    await chain.enumerate()
+    limits = powered.envelope.board(0)
+    # A site cap whose nearest PLL setting lies above it: 400.9 MHz rounds to 401.8.
+    narrow = dataclasses.replace(limits, freq_max_mhz=400.9)
+    powered.envelope.admit_board(0, narrow)
+    targets = [400.9 if i % 2 else 300.0 for i in range(CHIPS)]
+    applied = await chain.ramp_chips(targets, step_mhz=50, step_delay_s=0.01)
+    assert max(applied) <= 400.9
+    assert applied[0] == pytest.approx(300, abs=1) and applied[1] == pytest.approx(400.9, abs=2)
+    await asyncio.sleep(0.1)
+    module = powered.rig.slots[0].module
+    assert module is not None
+    assert [c.freq_mhz for c in module.chain.chips] == pytest.approx(applied)
+
+
 async def test_unknown_board_cannot_be_clocked(powered: Powered, chain: Bm13xxChain) -> None:
     await chain.enumerate()
     powered.envelope.forget_board(0)

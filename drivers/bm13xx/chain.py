@@ -271,7 +271,7 @@ class Bm13xxChain:
         actual = current
         for n in range(1, steps + 1):
             wanted = current + (target_mhz - current) * n / steps
-            setting = registers.pll_for(self._envelope.chip_frequency(self.slot, wanted))
+            setting = self._pll(wanted)
             address = None if chip is None else info.address(chip)
             self.send(frames.write_register(Reg.PLL0, setting.register_value(), address))
             actual = setting.freq_mhz
@@ -280,6 +280,17 @@ class Bm13xxChain:
             if n < steps:
                 await asyncio.sleep(step_delay_s)
         return actual
+
+    def _pll(self, wanted_mhz: float) -> registers.PllSetting:
+        """The PLL setting for a clock the envelope accepts, never rounded above its limit
+        (the nearest divider setting may lie a fraction of a MHz past it)."""
+        ceiling = self._envelope.board(self.slot).freq_max_mhz
+        asked = self._envelope.chip_frequency(self.slot, wanted_mhz)
+        setting = registers.pll_for(asked)
+        while setting.freq_mhz > ceiling and asked > 0:
+            asked -= 0.5
+            setting = registers.pll_for(asked)
+        return setting
 
     async def ramp_chips(
         self,
@@ -305,7 +316,7 @@ class Bm13xxChain:
             for i, target in enumerate(targets_mhz):
                 current = self.freq_mhz[i] or 50.0
                 wanted = current + max(-step_mhz, min(step_mhz, target - current))
-                setting = registers.pll_for(self._envelope.chip_frequency(self.slot, wanted))
+                setting = self._pll(wanted)
                 if setting.freq_mhz != self.freq_mhz[i]:
                     moves[i] = setting
             if not moves:
