@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from hashbay.agent.config import default_config_path
+from hashbay.agent.config import Config, default_config_path, load_config
 
 AGENT = [sys.executable, "-m", "hashbay.agent.main"]
 
@@ -110,4 +111,35 @@ def start_agent(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def rig_config(
+    tmp_path: Path,
+    *,
+    chips: int = 42,
+    modules: tuple[int, ...] = (0, 1, 2),
+    time_scale: float = 1.0,
+) -> Config:
+    """The packaged simulated rig for an agent run in-process: short boards (one chip per
+    voltage domain, so the rail stays near 13 V at 42 chips), fast timings, directories
+    under `tmp_path`, no MQTT and no miner API unless a test turns them on."""
+    config = load_config(default_config_path())
+    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
+    for directory in (config.agent.state_dir, config.agent.runtime_dir):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(
+        config,
+        agent=dataclasses.replace(config.agent, poll_interval_s=0.2),
+        chain=dataclasses.replace(config.chain, sample_interval_s=0.2, chip_poll_interval_s=2),
+        sim=dataclasses.replace(
+            config.sim,
+            chips_per_board=chips,
+            chips_per_domain=1,
+            modules=modules,
+            control_socket=False,
+            time_scale=time_scale,
+        ),
+        mqtt=dataclasses.replace(config.mqtt, enabled=False),
+        api=dataclasses.replace(config.api, enabled=False),
     )

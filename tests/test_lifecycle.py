@@ -19,11 +19,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hashbay.agent.app import Agent
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.config import Config
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 from hashbay.tools.sim.rig import SimRig
+
+from .support import rig_config
 
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
 PREFIX = "hb"
@@ -31,25 +33,13 @@ MINER = "sim-rig-01"
 
 
 def agent_config(tmp_path: Path, broker: Broker, *, modules: tuple[int, ...] = (0, 1, 2)) -> Config:
-    """The packaged simulated rig, with short boards (42 chips) and fast timings."""
-    config = load_config(default_config_path())
-    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
-    for directory in (config.agent.state_dir, config.agent.runtime_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    """The packaged simulated rig, with short boards (42 chips) and fast timings, on `broker`."""
+    config = rig_config(tmp_path, modules=modules)
     return dataclasses.replace(
         config,
-        agent=dataclasses.replace(config.agent, poll_interval_s=0.2),
-        chain=dataclasses.replace(config.chain, sample_interval_s=0.2, chip_poll_interval_s=2),
-        sim=dataclasses.replace(
-            config.sim,
-            chips_per_board=42,
-            chips_per_domain=1,
-            modules=modules,
-            control_socket=False,
-        ),
-        api=dataclasses.replace(config.api, port=0),
         mqtt=dataclasses.replace(
             config.mqtt,
+            enabled=True,
             host=broker.host,
             port=broker.port,
             topic_prefix=PREFIX,

@@ -14,30 +14,21 @@ import pytest
 
 from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.config import Config
 from hashbay.agent.events import EventKind
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
 from hashbay.tools.sim.rig import SimRig
 
+from .support import rig_config
 from .test_lifecycle import until
 
 
-def rig_config(tmp_path: Path, **protection: Any) -> Config:
-    """Three 42-chip boards, no MQTT, simulated time 10x (boards cool in seconds)."""
-    config = load_config(default_config_path())
-    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
-    for directory in (config.agent.state_dir, config.agent.runtime_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
+def protected_config(tmp_path: Path, **protection: Any) -> Config:
+    """Three 42-chip boards, simulated time 10x (boards cool in seconds), quick protection."""
+    config = rig_config(tmp_path, time_scale=10)
     return dataclasses.replace(
         config,
-        agent=dataclasses.replace(config.agent, poll_interval_s=0.2),
-        chain=dataclasses.replace(config.chain, sample_interval_s=0.2, chip_poll_interval_s=2),
-        sim=dataclasses.replace(
-            config.sim, chips_per_board=42, chips_per_domain=1, control_socket=False, time_scale=10
-        ),
-        mqtt=dataclasses.replace(config.mqtt, enabled=False),
-        api=dataclasses.replace(config.api, enabled=False),
         protection=dataclasses.replace(
             config.protection,
             restart_min_off_s=1.0,
@@ -53,7 +44,7 @@ async def agent_for(tmp_path: Path) -> AsyncIterator[Callable[..., Agent]]:
     started: list[tuple[Agent, asyncio.Task[int]]] = []
 
     def start(**protection: Any) -> Agent:
-        agent = Agent(rig_config(tmp_path, **protection), notifier=SystemdNotifier({}))
+        agent = Agent(protected_config(tmp_path, **protection), notifier=SystemdNotifier({}))
         started.append((agent, asyncio.create_task(agent.run())))
         return agent
 

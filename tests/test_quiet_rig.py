@@ -16,7 +16,7 @@ from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
 
 from .test_lifecycle import until
-from .test_protection_rig import rig_config
+from .test_protection_rig import protected_config
 
 CAP_DBA = 44.0
 
@@ -26,7 +26,7 @@ def hottest_c(agent: Agent) -> float:
 
 
 async def test_quiet_cap_holds_the_noise_and_power_gives_way_to_heat(tmp_path: Path) -> None:
-    config = rig_config(tmp_path)
+    config = protected_config(tmp_path)
     config = dataclasses.replace(
         config,
         sim=dataclasses.replace(config.sim, time_scale=20),

@@ -13,38 +13,24 @@ from pathlib import Path
 
 from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.config import Config
 from hashbay.agent.events import EventKind
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.rig import SimRig
 
+from .support import rig_config
 from .test_lifecycle import until
 
 
 def tuning_config(tmp_path: Path) -> Config:
     """One 12-chip board (a short string of voltage domains, so the site's rail floor is
     lowered to match), simulated time 20x, a quick search."""
-    config = load_config(default_config_path())
-    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
-    for directory in (config.agent.state_dir, config.agent.runtime_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    config = rig_config(tmp_path, chips=12, modules=(0,), time_scale=20)
     return dataclasses.replace(
         config,
-        agent=dataclasses.replace(config.agent, poll_interval_s=0.2),
-        chain=dataclasses.replace(config.chain, sample_interval_s=0.2, chip_poll_interval_s=2),
-        sim=dataclasses.replace(
-            config.sim,
-            chips_per_board=12,
-            chips_per_domain=1,
-            modules=(0,),
-            control_socket=False,
-            time_scale=20,
-        ),
         limits=dataclasses.replace(config.limits, board_vout_min_v=3.0),
-        mqtt=dataclasses.replace(config.mqtt, enabled=False),
-        api=dataclasses.replace(config.api, enabled=False),
         autotune=dataclasses.replace(
             config.autotune,
             auto_tune=False,
