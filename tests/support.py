@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.config import Config, default_config_path
+from hashbay.tools.sim.configs import in_process_config
 
 AGENT = [sys.executable, "-m", "hashbay.agent.main"]
 
@@ -121,25 +122,11 @@ def rig_config(
     modules: tuple[int, ...] = (0, 1, 2),
     time_scale: float = 1.0,
 ) -> Config:
-    """The packaged simulated rig for an agent run in-process: short boards (one chip per
-    voltage domain, so the rail stays near 13 V at 42 chips), fast timings, directories
-    under `tmp_path`, no MQTT and no miner API unless a test turns them on."""
-    config = load_config(default_config_path())
-    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
-    for directory in (config.agent.state_dir, config.agent.runtime_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    """The simulated rig for an agent run in-process, with short boards (one chip per
+    voltage domain, so the rail stays near 13 V at 42 chips) and fast timings."""
+    config = in_process_config(tmp_path, chips=chips, modules=modules, time_scale=time_scale)
     return dataclasses.replace(
         config,
         agent=dataclasses.replace(config.agent, poll_interval_s=0.2),
         chain=dataclasses.replace(config.chain, sample_interval_s=0.2, chip_poll_interval_s=2),
-        sim=dataclasses.replace(
-            config.sim,
-            chips_per_board=chips,
-            chips_per_domain=1,
-            modules=modules,
-            control_socket=False,
-            time_scale=time_scale,
-        ),
-        mqtt=dataclasses.replace(config.mqtt, enabled=False),
-        api=dataclasses.replace(config.api, enabled=False),
     )

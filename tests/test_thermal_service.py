@@ -19,7 +19,7 @@ import aiomqtt
 import pytest
 
 from hashbay.agent.app import Agent
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.config import Config
 from hashbay.agent.fan_control import ThermalSettings
 from hashbay.agent.noise import FanModel, NoiseModel
 from hashbay.agent.quiet import QuietSettings
@@ -30,6 +30,8 @@ from hashbay.drivers.fan import FanReading
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 from hashbay.tools.sim.plant import ThermalPlant
 from hashbay.tools.sim.rig import SimRig
+
+from .support import rig_config
 
 T = TypeVar("T")
 NOISE = NoiseModel([FanModel(6000.0, 69.0, 0.1)] * 4)
@@ -239,22 +241,16 @@ needs_broker = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto i
 
 def agent_config(tmp_path: Path, broker: Broker) -> Config:
     """The packaged rig with short boards, fast polls, and fans that slow down quickly."""
-    config = load_config(default_config_path())
-    config = config.with_dirs(str(tmp_path / "state"), str(tmp_path / "run"))
-    for directory in (config.agent.state_dir, config.agent.runtime_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    config = rig_config(tmp_path)
     return dataclasses.replace(
         config,
         # Half-second polls: enough tach pulses per reading that a busy machine cannot
         # make a turning fan look stalled.
         agent=dataclasses.replace(config.agent, poll_interval_s=0.5),
-        chain=dataclasses.replace(config.chain, sample_interval_s=0.2),
         thermal=dataclasses.replace(config.thermal, interval_s=0.1, duty_down_per_s=0.2),
-        sim=dataclasses.replace(
-            config.sim, chips_per_board=42, chips_per_domain=1, control_socket=False
-        ),
         mqtt=dataclasses.replace(
             config.mqtt,
+            enabled=True,
             host=broker.host,
             port=broker.port,
             topic_prefix=PREFIX,

@@ -116,13 +116,7 @@ def status_text(result: Mapping[str, Any]) -> str:
         stalled = sum(1 for f in fans if f.get("stalled"))
         rpms = ", ".join(_num(f.get("rpm"), "") for f in fans)
         lines.append(f"Fans: {len(fans) - stalled}/{len(fans)} ok ({rpms} RPM)")
-    noise = miner.get("fan_noise_dba")
-    if isinstance(noise, int | float):
-        lines.append(f"Fan noise: about {noise:.0f} dBA")
-    for key in ("power", "thermal"):
-        block = miner.get(key)
-        if isinstance(block, dict) and block:
-            lines.append(f"{key.capitalize()}: {flat(block)}")
+    lines += noise_and_blocks(miner, ("power", "thermal"))
     lines += ["", slots_table(slots)]
     return "\n".join(lines)
 
@@ -208,14 +202,21 @@ def fans_text(result: Mapping[str, Any]) -> str:
     psu = result.get("psu")
     if isinstance(psu, dict):
         lines.append(f"PSU: {_num(psu.get('input_w'), 'W')} in, {_num(psu.get('temp_c'), '°C')}")
-    noise = result.get("fan_noise_dba")
+    lines += noise_and_blocks(result, ("thermal", "power"))
+    return "\n".join(lines)
+
+
+def noise_and_blocks(data: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The fan noise estimate and the governor/thermal blocks, a line each."""
+    lines = []
+    noise = data.get("fan_noise_dba")
     if isinstance(noise, int | float):
         lines.append(f"Fan noise: about {noise:.0f} dBA")
-    for key in ("thermal", "power"):
-        block = result.get(key)
+    for key in keys:
+        block = data.get(key)
         if isinstance(block, dict) and block:
             lines.append(f"{key.capitalize()}: {flat(block)}")
-    return "\n".join(lines)
+    return lines
 
 
 def event_line(event: Mapping[str, Any]) -> str:

@@ -19,13 +19,14 @@ from typing import TypeVar
 
 from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.config import Config
 from hashbay.agent.governor import Mode
 from hashbay.agent.logsetup import configure_logging
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.slots import SlotController
 from hashbay.agent.status import SlotState
 from hashbay.tools.bench import Figure, percentile
+from hashbay.tools.sim.configs import in_process_config
 from hashbay.tools.sim.rig import SimRig
 
 CUT_SAMPLES = 30
@@ -33,22 +34,12 @@ CURTAIL_CYCLES = 5
 T = TypeVar("T")
 
 
-def _config(state: Path, *, chips: int, time_scale: float) -> Config:
-    config = load_config(default_config_path())
-    config = config.with_dirs(str(state / "state"), str(state / "run"))
-    for directory in (config.agent.state_dir, config.agent.runtime_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
+def _config(scratch: Path, *, chips: int, time_scale: float) -> Config:
+    """The packaged rig at its own timings; protection may restart a board often."""
+    domain = 3 if chips % 3 == 0 and chips > 60 else 1  # keeps the rail near 13 V
+    config = in_process_config(scratch, chips=chips, chips_per_domain=domain, time_scale=time_scale)
     return dataclasses.replace(
         config,
-        sim=dataclasses.replace(
-            config.sim,
-            chips_per_board=chips,
-            chips_per_domain=3 if chips % 3 == 0 and chips > 60 else 1,
-            control_socket=False,
-            time_scale=time_scale,
-        ),
-        mqtt=dataclasses.replace(config.mqtt, enabled=False),
-        api=dataclasses.replace(config.api, enabled=False),
         protection=dataclasses.replace(
             config.protection, max_restarts=100, restart_min_off_s=1.0, restart_window_s=60.0
         ),
