@@ -14,13 +14,14 @@ Wire form: a flat JSON object, e.g. `{"command": "locate", "slot": 1, "mode": "b
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from hashbay.agent.quoting import clip, quote
 from hashbay.drivers.errors import HashbayError
+from hashbay.drivers.numbers import finite_in
 
 MAX_PAYLOAD_BYTES = 4096
 NAME_KEY = "command"
@@ -83,12 +84,7 @@ class Number:
         return f"a number from {self.min:g} to {self.max:g}{unit}"
 
     def accepts(self, value: Any, slots: int) -> bool:
-        return (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and self.min <= value <= self.max
-        )
+        return finite_in(value, self.min, self.max) is not None
 
 
 @dataclass(frozen=True)
@@ -269,8 +265,8 @@ def _decode(payload: bytes) -> Any:
         raise CommandError(f"command is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
         return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"command is not valid JSON: {exc}") from None
+    except ValueError as exc:  # also an integer of thousands of digits
+        raise CommandError(f"command is not valid JSON: {quote(str(exc), 120)}") from None
     except RecursionError:
         raise CommandError("command is nested too deeply") from None
 
@@ -304,5 +300,9 @@ def _json_kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A value quoted back to the sender as JSON, in a few words."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return quote(value, 40)
+    return clip(text, 40)

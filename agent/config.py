@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,9 +21,19 @@ from hashbay.agent.pools import PoolSettings, check_pools
 from hashbay.agent.predict import PredictSettings
 from hashbay.agent.protection import ProtectionSettings
 from hashbay.agent.quiet import QuietSettings
+from hashbay.agent.quoting import clip
 from hashbay.agent.schedule import parse_priced_window, parse_window
-from hashbay.agent.settings import REQUIRED, array, parse_table, scalars, setting, table
+from hashbay.agent.settings import (
+    REQUIRED,
+    array,
+    file_path,
+    parse_table,
+    scalars,
+    setting,
+    table,
+)
 from hashbay.agent.stratum_client import StratumSettings
+from hashbay.drivers.envelope import BoardLimits
 from hashbay.drivers.errors import ConfigError
 
 SIM = "sim"
@@ -243,18 +255,14 @@ class MqttSection:
     )
     port: int = setting(1883, "Broker port (8883 is usual with TLS).", min=1, max=65535)
     username: str = setting("", "User name; empty for an anonymous connection.")
-    password_file: str = setting(
-        "",
+    password_file: str = file_path(
         "File holding the password (first line), readable by the agent only; keeps the "
-        "secret out of the config.",
-        pattern=r"(/.*)?",
+        "secret out of the config."
     )
     tls: bool = setting(False, "Connect with TLS.")
-    ca_file: str = setting(
-        "", "CA bundle to verify the broker with; empty for the system's.", pattern=r"(/.*)?"
-    )
-    cert_file: str = setting("", "Client certificate for mutual TLS.", pattern=r"(/.*)?")
-    key_file: str = setting("", "Key of the client certificate.", pattern=r"(/.*)?")
+    ca_file: str = file_path("CA bundle to verify the broker with; empty for the system's.")
+    cert_file: str = file_path("Client certificate for mutual TLS.")
+    key_file: str = file_path("Key of the client certificate.")
     topic_prefix: str = setting(
         "hashbay", "First level of every topic.", pattern=r"[A-Za-z0-9_-]{1,64}"
     )
@@ -281,6 +289,14 @@ class MqttSection:
         "dropped (and counted).",
         min=10,
         max=1_000_000,
+    )
+    commands_per_s: float = setting(
+        20.0,
+        "Commands taken per second on the command topic (a burst of as many is allowed); "
+        "beyond it each is answered `busy` and not carried out.",
+        unit="/s",
+        min=1,
+        max=10000,
     )
     reconnect_min_s: float = setting(1.0, "First reconnect delay.", unit="s", min=0.1, max=60)
     reconnect_max_s: float = setting(
@@ -322,11 +338,7 @@ class SimSection:
         min=1,
         max=24,
     )
-    scenario: str = setting(
-        "",
-        "Fault scenario file (TOML) played from the start; empty for none.",
-        pattern=r"(/.*)?",
-    )
+    scenario: str = file_path("Fault scenario file (TOML) played from the start; empty for none.")
     control_socket: bool = setting(
         True, "Accept live fault injection (`hashbay-sim inject`) on RUNTIME_DIR/sim.sock."
     )
@@ -395,17 +407,45 @@ def default_config_path() -> Path:
     return Path(str(resources.files("hashbay.agent").joinpath("default.toml")))
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KiB; more is a wrong file
+MAX_ERROR_CHARS = 300  # one journal line an operator can read
+
+
 def load_config(path: Path) -> Config:
-    """Read and validate a config file; ConfigError messages start with the file's path."""
+    """Read and validate a config file; a ConfigError's message is one line of at most
+    MAX_ERROR_CHARS, starting with the file's path, whatever the file holds."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raw = tomllib.loads(_read_config(path))
+    except ConfigError as exc:
+        raise ConfigError(clip(f"{path}: {exc}", MAX_ERROR_CHARS)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(clip(f"{path}: not valid TOML: {exc}", MAX_ERROR_CHARS)) from None
+    except RecursionError:
+        raise ConfigError(f"{clip(str(path), 200)}: not valid TOML: nested too deeply") from None
+    except (ValueError, MemoryError) as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(clip(f"{path}: not valid TOML: {exc}", MAX_ERROR_CHARS)) from None
     return parse_config(raw, str(path))
+
+
+def _read_config(path: Path) -> str:
+    """The file's text, refusing what cannot be a config: a device, a FIFO, megabytes."""
+    try:
+        # Non-blocking open: a FIFO without a writer must not hang the check.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError("not a regular file")
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError("file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read: not UTF-8 text (byte {exc.start})") from None
 
 
 def parse_config(raw: dict[str, Any], source: str) -> Config:
@@ -413,7 +453,9 @@ def parse_config(raw: dict[str, Any], source: str) -> Config:
         config = parse_table(Config, raw, "")
         check_relations(config)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(clip(f"{source}: {exc}", MAX_ERROR_CHARS)) from None
+    except RecursionError:
+        raise ConfigError(f"{clip(source, 200)}: nested too deeply") from None
     return config
 
 
@@ -517,6 +559,19 @@ def _check_addresses(config: Config) -> None:
             owners[address] = where
 
 
+def site_caps(config: Config) -> BoardLimits:
+    """The site's caps on every module, from `[limits]` (the envelope intersects them with
+    what each module declares)."""
+    limits = config.limits
+    return BoardLimits(
+        vout_min_v=limits.board_vout_min_v,
+        vout_max_v=limits.board_vout_max_v,
+        freq_min_mhz=limits.chip_freq_min_mhz,
+        freq_max_mhz=limits.chip_freq_max_mhz,
+        power_max_w=limits.board_power_max_w,
+    )
+
+
 def _check_sim(config: Config) -> None:
     sim = config.sim
     if sim.chips_per_board % sim.chips_per_domain:
@@ -524,6 +579,7 @@ def _check_sim(config: Config) -> None:
             f"sim.chips_per_domain: {sim.chips_per_domain} does not divide "
             f"sim.chips_per_board ({sim.chips_per_board})"
         )
+    _check_sim_modules_fit(config)
     if len(set(sim.modules)) != len(sim.modules):
         raise ConfigError(f"sim.modules: a slot is listed twice in {list(sim.modules)}")
     for n, slot in enumerate(sim.modules):
@@ -535,6 +591,25 @@ def _check_sim(config: Config) -> None:
             f"simulated chips deliver (sim.ticket_zero_bits = {sim.ticket_zero_bits}); "
             "every nonce would count as a hardware error"
         )
+
+
+def _check_sim_modules_fit(config: Config) -> None:
+    """The simulated modules must be ones the site's limits admit, or every one faults."""
+    from hashbay.tools.sim.module import ModuleSpec, module_identity  # sim configs only
+
+    sim = config.sim
+    spec = ModuleSpec(sim.chip_model, sim.chips_per_board, sim.chips_per_domain, 1)
+    declared = module_identity(spec).limits
+    try:
+        declared.within(site_caps(config))
+    except ValueError:
+        limits = config.limits
+        raise ConfigError(
+            f"sim.chips_per_domain: {sim.chips_per_board} chips in domains of "
+            f"{sim.chips_per_domain} make a {declared.vout_min_v:.1f}-{declared.vout_max_v:.1f} V "
+            f"module, outside limits.board_vout_min_v..max_v ({limits.board_vout_min_v:g}-"
+            f"{limits.board_vout_max_v:g} V): every simulated module would be refused"
+        ) from None
 
 
 _FAN_PINS = ("pwm_pin", "tach_pin")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import structlog
 
 from hashbay.agent.files import read_limited, write_atomically
+from hashbay.drivers.numbers import finite_in
 
 log = structlog.get_logger("hashbay.controls")
 
@@ -47,12 +47,7 @@ class Controls:
 
 def _finite_in(low: float, high: float) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
-        return (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and low <= value <= high
-        )
+        return finite_in(value, low, high) is not None
 
     return check
 

@@ -20,6 +20,7 @@ from hashbay import __version__
 from hashbay.agent.app import run_agent
 from hashbay.agent.config import Config, default_config_path, load_config
 from hashbay.agent.logsetup import RecentEvents, configure_logging
+from hashbay.agent.quoting import clip
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.supervisor import EXIT_SOFTWARE
 from hashbay.drivers.errors import ConfigError, HardwareError
@@ -81,10 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config is not None:
         return check_config(args.check_config)
     config_path = args.config or default_config_path()
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(f"hashbay-agent: config error: {exc}", file=sys.stderr)
+    config = _load_or_report(config_path)
+    if config is None:
         return EXIT_CONFIG
     state_dir = _absolute(args.state_dir)
     runtime_dir = _absolute(args.runtime_dir)
@@ -103,13 +102,22 @@ def _absolute(path: str | None) -> str | None:
 
 
 def check_config(path: Path) -> int:
-    try:
-        load_config(path)
-    except ConfigError as exc:
-        print(f"hashbay-agent: config error: {exc}", file=sys.stderr)
+    if _load_or_report(path) is None:
         return EXIT_CONFIG
     print(f"{path}: ok")
     return 0
+
+
+def _load_or_report(path: Path) -> Config | None:
+    """The config, or None after one line on stderr saying what is wrong with it."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        message = str(exc)
+    except Exception as exc:  # a checker bug must still end in one line, not a traceback
+        message = f"{clip(str(path), 200)}: cannot be checked ({type(exc).__name__}); report this"
+    print(f"hashbay-agent: config error: {message}", file=sys.stderr)
+    return None
 
 
 def run(config: Config, args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import structlog
 
 from hashbay.agent.miner_api_replies import PoolView
 from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.settings import REQUIRED, setting
+from hashbay.agent.settings import REQUIRED, file_path, setting
 from hashbay.agent.stratum_client import (
     Endpoint,
     PoolCounters,
@@ -55,10 +55,8 @@ class PoolSettings:
         pattern=r"[^\s\x00-\x1f]{1,128}",
     )
     password: str = setting("x", "Worker password; most pools ignore it.", pattern=r".{0,128}")
-    ca_file: str = setting(
-        "",
-        "CA bundle to verify a `stratum+ssl` pool with; empty for the system's.",
-        pattern=r"(/.*)?",
+    ca_file: str = file_path(
+        "CA bundle to verify a `stratum+ssl` pool with; empty for the system's."
     )
 
 

@@ -18,9 +18,9 @@ from typing import TypeVar
 import structlog
 
 from hashbay.agent.buses import Buses
-from hashbay.agent.config import Config
+from hashbay.agent.config import Config, site_caps
 from hashbay.agent.slot_hw import SlotHardware
-from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
+from hashbay.drivers.envelope import FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, ProtocolError
 from hashbay.drivers.fan import Fan, FanReading
 from hashbay.drivers.pmbus import Psu, PsuTelemetry
@@ -47,15 +47,10 @@ class RigSnapshot:
 
 def envelope_from(config: Config) -> SafetyEnvelope:
     limits = config.limits
-    caps = BoardLimits(
-        vout_min_v=limits.board_vout_min_v,
-        vout_max_v=limits.board_vout_max_v,
-        freq_min_mhz=limits.chip_freq_min_mhz,
-        freq_max_mhz=limits.chip_freq_max_mhz,
-        power_max_w=limits.board_power_max_w,
-    )
     return SafetyEnvelope(
-        FanLimits(limits.fan_duty_min, limits.fan_duty_max), caps, limits.psu_power_max_w
+        FanLimits(limits.fan_duty_min, limits.fan_duty_max),
+        site_caps(config),
+        limits.psu_power_max_w,
     )
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hashbay.agent.quoting import clip, quote
 from hashbay.drivers.errors import ConfigError
+from hashbay.drivers.numbers import finite
 
 _META_KEY = "hashbay_setting"
 
@@ -43,6 +47,7 @@ class Rule:
     min_items: int = 0
     max_items: int | None = None
     hex: bool = False  # shown as 0x.. in docs and errors (bus addresses)
+    file: bool = False  # a path that must name a readable regular file (empty: none)
 
     def allowed(self, kind: type, *, with_unit: bool = True) -> str:
         """Describe the accepted values in a few words, for errors and docs."""
@@ -60,6 +65,8 @@ class Rule:
             return f"{name} of at least {_fmt(self.min)}{unit}"
         if self.max is not None:
             return f"{name} of at most {_fmt(self.max)}{unit}"
+        if self.file:
+            return "empty, or the absolute path of a readable file"
         if self.pattern is not None:
             return f"{name} matching `{self.pattern}`"
         return name
@@ -82,6 +89,16 @@ def setting(
 ) -> Any:
     """Declare a scalar key with its default and what it accepts."""
     rule = Rule(doc, unit, min, max, choices, pattern, hex=hex)
+    return _field(default, rule)
+
+
+def file_path(doc: str) -> Any:
+    """Declare a key naming a file the agent reads (empty: none); it must exist and be
+    readable when the config is checked, so a typo fails `--check-config`, not the start."""
+    return _field("", Rule(doc, pattern=r"(/.*)?", file=True))
+
+
+def _field(default: Any, rule: Rule) -> Any:
     if default is REQUIRED:
         return dataclasses.field(metadata={_META_KEY: rule})
     return dataclasses.field(default=default, metadata={_META_KEY: rule})
@@ -114,9 +131,7 @@ def scalars(
     rule = Rule(
         doc, unit, min, max, pattern=pattern, min_items=min_items, max_items=max_items, hex=hex
     )
-    if default is REQUIRED:
-        return dataclasses.field(metadata={_META_KEY: rule})
-    return dataclasses.field(default=default, metadata={_META_KEY: rule})
+    return _field(default, rule)
 
 
 def rule_of(field: dataclasses.Field[Any]) -> Rule:
@@ -184,12 +199,15 @@ def parse_table(cls: type[T], raw: Mapping[str, Any], where: str) -> T:
         if name not in raw:
             if info.default is REQUIRED:
                 raise ConfigError(f"{path}: missing; must be {info.rule.allowed(info.kind)}")
+            if isinstance(info.default, tuple) and len(info.default) < info.rule.min_items:
+                raise ConfigError(f"{path}: missing; {_count_needed(info.rule)} ([[{path}]])")
             continue
         values[name] = _parse_value(info, raw[name], path)
     return cls(**values)
 
 
 def _unknown_key(where: str, key: str, known: list[str]) -> str:
+    key = clip(key, 64)
     path = f"{where}.{key}" if where else key
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
@@ -231,8 +249,12 @@ def _parse_scalar_list(item_type: type, rule: Rule, value: Any, path: str) -> tu
 
 def _check_count(rule: Rule, count: int, path: str) -> None:
     if count < rule.min_items or (rule.max_items is not None and count > rule.max_items):
-        upper = "" if rule.max_items is None else f" and at most {rule.max_items}"
-        raise ConfigError(f"{path}: needs at least {rule.min_items}{upper} entries, got {count}")
+        raise ConfigError(f"{path}: {_count_needed(rule)}, got {count}")
+
+
+def _count_needed(rule: Rule) -> str:
+    upper = "" if rule.max_items is None else f" and at most {rule.max_items}"
+    return f"needs at least {rule.min_items}{upper} entries"
 
 
 def parse_scalar(kind: Any, rule: Rule, value: Any, path: str) -> Any:
@@ -246,16 +268,36 @@ def parse_scalar(kind: Any, rule: Rule, value: Any, path: str) -> Any:
     )
     if not ok_type:
         raise ConfigError(f"{path}: must be {rule.allowed(base)}, got {_describe(value)}")
-    if base is float:
-        value = float(value)
+    if base in (int, float):
+        number = finite(value)
+        if number is None:  # NaN, an infinity, or an integer beyond any float
+            raise ConfigError(
+                f"{path}: must be {rule.allowed(base)} (finite), got {_describe(value)}"
+            )
+        if base is float:
+            value = number
     in_range = not (
         (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max)
     )
     matches = rule.pattern is None or re.fullmatch(rule.pattern, value) is not None
     chosen = not rule.choices or value in rule.choices
     if not (in_range and matches and chosen):
-        raise ConfigError(f"{path}: must be {rule.allowed(base)}, got {value!r}")
+        raise ConfigError(f"{path}: must be {rule.allowed(base)}, got {quote(value)}")
+    if rule.file and value:
+        _check_readable(value, path)
     return value
+
+
+def _check_readable(name: str, path: str) -> None:
+    shown = clip(name, 100, keep_end=True)
+    try:
+        with open(name, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ConfigError(f"{path}: {shown} is not a regular file")
+            file.read(1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{path}: cannot read {shown}: {reason}") from None
 
 
 def _scalar_base(kind: Any) -> type:
@@ -269,7 +311,4 @@ def _scalar_base(kind: Any) -> type:
 def _describe(value: Any) -> str:
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
     kinds |= {list: "an array", dict: "a table"}
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{kinds.get(type(value), type(value).__name__)} ({shown})"
+    return f"{kinds.get(type(value), type(value).__name__)} ({quote(value)})"

@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 from hashbay.drivers.errors import ProtocolError
+from hashbay.drivers.numbers import finite_in
 
 MAX_JOB_ID_CHARS = 64
 MAX_MERKLE_BRANCHES = 32  # 2^32 transactions: far more than any block holds
@@ -93,7 +94,7 @@ class Reconnect:
 def decode_line(line: bytes) -> Message:
     """One line from the pool (without or with its newline) as a Response or a Call."""
     try:
-        data = json.loads(line)
+        data = json.loads(line, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise StratumProtocolError(f"not JSON: {_short(str(exc))}") from None
     if not isinstance(data, dict):
@@ -206,16 +207,13 @@ def parse_difficulty(params: list[Any]) -> float:
     if not params:
         raise StratumProtocolError("mining.set_difficulty needs a difficulty")
     value = params[0]
-    if _is_int(value):
-        ok = 0 < value <= 2**128
-    else:
-        ok = isinstance(value, float) and math.isfinite(value) and 0 < value <= 2.0**128
-    if not ok:
+    difficulty = finite_in(value, 0, 2.0**128)
+    if difficulty is None or difficulty == 0:
         raise StratumProtocolError(
             "mining.set_difficulty: difficulty must be a positive number, "
             f"got {_short(repr(value))}"
         )
-    return float(value)
+    return difficulty
 
 
 def parse_configure(result: Any) -> int:
@@ -243,9 +241,10 @@ def parse_reconnect(params: list[Any]) -> Reconnect:
         port = int(port)
     if port is not None and (not _is_int(port) or not 1 <= port <= 65535):
         raise StratumProtocolError(f"client.reconnect: bad port {_short(repr(port))}")
-    if not _is_number(wait) or not 0 <= wait <= 86400:  # NaN fails the comparison
+    wait_s = finite_in(wait, 0, 86400)
+    if wait_s is None:
         raise StratumProtocolError(f"client.reconnect: bad wait {_short(repr(wait))}")
-    return Reconnect(host or None, port, float(wait))
+    return Reconnect(host or None, port, wait_s)
 
 
 # -- what we send ----------------------------------------------------------------------
@@ -318,8 +317,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _is_id(value: Any) -> bool:

@@ -26,6 +26,7 @@ from hashbay.agent.quiet import MODES, QuietSettings, quiet_active
 from hashbay.agent.rig import Rig
 from hashbay.agent.status import SlotState, SlotStatus
 from hashbay.drivers.fan import FanReading
+from hashbay.drivers.numbers import finite_in
 
 log = structlog.get_logger("hashbay.thermal")
 RPM_SMOOTHING = 0.3  # weight of the newest tach reading in the noise estimate
@@ -192,7 +193,7 @@ class ThermalService:
 
         Clamped to the limits when applied; a stall, a blind board or a board at the
         throttle limit still force full speed."""
-        if duty is not None and not (math.isfinite(duty) and 0.0 <= duty <= 1.0):
+        if duty is not None and finite_in(duty, 0.0, 1.0) is None:
             raise ValueError(f"fan override duty {duty!r} must be a number from 0 to 1")
         self._override = duty
 

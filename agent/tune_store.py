@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import structlog
 from hashbay.agent.autotune import BoardProfile, TunePoint
 from hashbay.agent.files import write_atomically
 from hashbay.drivers.envelope import BoardLimits
+from hashbay.drivers.numbers import is_finite
 
 log = structlog.get_logger("hashbay.tune_store")
 
@@ -206,7 +206,7 @@ def _point(raw: Any, chip_count: int, index: int) -> TunePoint:
     freqs = raw.get("freqs_mhz")
     if not isinstance(freqs, list) or len(freqs) != chip_count:
         raise _Invalid(f"{where}.freqs_mhz must list {chip_count} clocks")
-    if not all(_finite(f) and f > 0 for f in freqs):
+    if not all(is_finite(f) and f > 0 for f in freqs):
         raise _Invalid(f"{where}.freqs_mhz holds a clock that is not a positive number")
     weak = raw.get("weak_chips", [])
     valid_weak = (
@@ -238,16 +238,12 @@ def _number(
 ) -> float:
     value: Any = raw.get(key)
     name = f"{where}.{key}" if where else key
-    if not _finite(value):
+    if not is_finite(value):
         raise _Invalid(f"{name} is missing or not a finite number")
     inside = (low < value if low_open else low <= value) and value <= high
     if not inside:
         raise _Invalid(f"{name} {value!r} outside {low}..{high}")
     return float(value)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _timestamp(value: Any) -> datetime.datetime:

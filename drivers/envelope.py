@@ -12,11 +12,11 @@ it can be neither powered nor tuned.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
 from hashbay.drivers.errors import SafetyViolation
+from hashbay.drivers.numbers import is_finite
 
 
 @dataclass(frozen=True)
@@ -150,5 +150,5 @@ def _within(  # noqa: PLR0917 - one call shape for every limit
 
 
 def _require_finite(value: float, what: str) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if not is_finite(value):
         raise SafetyViolation(f"{what} {value!r} refused: not a finite number")

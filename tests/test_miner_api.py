@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from hashbay.agent import miner_api_replies as replies
 from hashbay.agent.commands import Command, CommandError
-from hashbay.agent.config import parse_config
+from hashbay.agent.config import default_config_path, parse_config
 from hashbay.agent.miner_api import ApiSettings, MinerApiServer
 from hashbay.agent.miner_api_replies import DeviceCounters, WorkMeter
 from hashbay.agent.rig import RigSnapshot
@@ -424,8 +425,9 @@ def test_settings_refuse_addresses_that_are_not_addresses() -> None:
         ApiSettings(bind="localhost")
     with pytest.raises(ConfigError, match=r"api\.allowed_addresses\[1\]"):
         ApiSettings(allowed_addresses=("10.0.0.0/8", "office"))
+    raw = tomllib.loads(default_config_path().read_text())
     with pytest.raises(ConfigError, match=r"api\.port"):
-        parse_config({"api": {"port": 70000}}, "test.toml")
+        parse_config(raw | {"api": {"port": 70000}}, "test.toml")
 
 
 def test_the_work_meter_keeps_what_a_replaced_module_did() -> None:

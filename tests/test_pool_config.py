@@ -45,7 +45,7 @@ def test_a_prioritised_pool_list_is_accepted(tmp_path: Path) -> None:
         ('url = "http://pool.example.com:3333"', "pool[0].url: must be a string matching"),
         ('url = "stratum+tcp://:3333"', "pool[0].url: has no host"),
         (
-            'url = "stratum+tcp://pool.example.com:3333"\nca_file = "/etc/ca.pem"',
+            'url = "stratum+tcp://pool.example.com:3333"\nca_file = "/etc/passwd"',
             "pool[0].ca_file: only used with stratum+ssl",
         ),
         ('url = "stratum+tcp://p.example:1"\nuser = "has space"', "pool[0].user: must be"),

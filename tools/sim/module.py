@@ -103,6 +103,11 @@ class SimModule:
         return physics.DCDC_LOSSES.input_w(self.power_w, DCDC_RATED_W)
 
 
+def module_identity(spec: ModuleSpec, serial: str = "HB0000000") -> BoardIdentity:
+    """The identity a simulated module of this spec carries in its EEPROM."""
+    return _identity(spec, physics.CHIP_SPECS[spec.chip_model], serial)
+
+
 def _identity(spec: ModuleSpec, chip: physics.ChipSpec, serial: str) -> BoardIdentity:
     domains = spec.chip_count // spec.chips_per_domain
     nominal_mv = round(domains * chip.nominal_chip_v * 1000)
