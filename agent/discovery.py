@@ -30,7 +30,7 @@ from hashbay import __version__
 from hashbay.agent.status import SlotState
 
 if TYPE_CHECKING:
-    from hashbay.agent.mqtt import Topics
+    from hashbay.agent.mqtt_topics import Topics
 
 MAX_SLOTS = 8  # the configuration allows at most 8 [[slot]] entries
 NAMESPACE = "hashbay"  # first part of identifiers; miner names are unique within a site

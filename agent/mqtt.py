@@ -85,9 +85,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from hashbay.agent.commands import CommandError, CommandHandler, parse_command
+from hashbay.agent.commands import CommandHandler
 from hashbay.agent.config import MqttSection
 from hashbay.agent.discovery import MAX_SLOTS, clear_messages, discovery_messages
+from hashbay.agent.mqtt_commands import CommandChannel
+from hashbay.agent.mqtt_topics import Topics
 from hashbay.agent.spool import EventSpool
 from hashbay.agent.status import SlotStatus
 from hashbay.drivers.errors import ConfigError
@@ -99,43 +101,12 @@ STABLE_SESSION_S = 10.0  # a connection that lasted this long resets the backoff
 STATE_CHECK_S = 1.0  # state is looked at this often even without notify_changed()
 EVENT_CHECK_S = 1.0
 GOODBYE_TIMEOUT_S = 1.0  # bound on publishing `offline` during shutdown
-REPLY_EXPIRY_S = 60  # an unread reply is not worth keeping longer
-COMMAND_QUEUE = 16  # commands waiting for the handler; beyond it they get a "busy" reply
-INCOMING_QUEUE = 64  # messages aiomqtt buffers; beyond it they are discarded (flood guard)
+# Messages aiomqtt buffers before the receive loop takes them; beyond it they would be
+# discarded unanswered. The loop never waits on the broker, so it keeps far ahead of a
+# flood of 1,000 commands a second; MAX_PACKET_BYTES bounds what the buffer can hold.
+INCOMING_QUEUE = 1024
+MAX_PACKET_BYTES = 16 * 1024  # told to the broker: it sends us nothing larger
 SIGNIFICANT_DIGITS = 4
-
-
-@dataclass(frozen=True)
-class Topics:
-    prefix: str
-    miner: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.miner}"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def state(self) -> str:
-        return f"{self.base}/state"
-
-    @property
-    def event(self) -> str:
-        return f"{self.base}/event"
-
-    @property
-    def cmd(self) -> str:
-        return f"{self.base}/cmd"
-
-    @property
-    def cmd_reply(self) -> str:
-        return f"{self.base}/cmd/reply"
-
-    def slot_state(self, slot: int) -> str:
-        return f"{self.base}/slot/{slot}/state"
 
 
 @dataclass(frozen=True)
@@ -266,9 +237,15 @@ class MqttPublisher:
         self._spool = spool
         self._miner_state = miner_state
         self._slot_states = slot_states
-        self._handle = handle
         self._wake = wake
         self.topics = Topics(settings.topic_prefix, miner)
+        self._commands = CommandChannel(
+            self.topics,
+            discovery_prefix=settings.discovery_prefix,
+            slots=slots,
+            handle=handle,
+            per_s=settings.commands_per_s,
+        )
         self.client_id = settings.client_id or f"hashbay-{miner}"
         self._states_due = asyncio.Event()
         self._events_due = asyncio.Event()
@@ -277,7 +254,6 @@ class MqttPublisher:
         self._messages_sent = 0
         self._bytes_sent = 0
         self._events_delivered = 0
-        self._commands_handled = 0
         self._reconnects = 0
         self._last_error = ""
         self._dropped_reported = spool.dropped
@@ -290,7 +266,7 @@ class MqttPublisher:
             messages_sent=self._messages_sent,
             bytes_sent=self._bytes_sent,
             events_delivered=self._events_delivered,
-            commands_handled=self._commands_handled,
+            commands_handled=self._commands.stats.executed,
             reconnects=self._reconnects,
             last_error=self._last_error,
         )
@@ -373,10 +349,10 @@ class MqttPublisher:
         await self._confirmed(client, self.topics.status, b"online", retain=True)
         await self._subscribe_commands(client)
         await self._publish_housekeeping(client)
-        commands: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(COMMAND_QUEUE)
+        commands = self._commands.begin_session()
         await _until_one_fails(
-            self._receive(client, commands),
-            self._run_commands(client, commands),
+            self._commands.receive(client, client.messages, commands),
+            self._commands.work(client, commands),
             self._deliver_events(client),
             self._publish_states(client),
         )
@@ -398,13 +374,19 @@ class MqttPublisher:
             timeout=OPERATION_TIMEOUT_S,
             tls_context=tls,
             max_queued_incoming_messages=INCOMING_QUEUE,
+            properties=_connect_properties(),
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def _subscribe_commands(self, client: _Client) -> None:
-        # Retained commands are never delivered (and ignored if they are): a command left
-        # retained by mistake must not run again on every reconnect.
-        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        # Retained commands are never delivered on subscribing, and one retained while we
+        # are subscribed keeps its retain flag (retain-as-published), so it is refused: a
+        # command left retained by mistake must not run again on every reconnect.
+        options = SubscribeOptions(
+            qos=1,
+            retainAsPublished=True,
+            retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND,
+        )
         granted = await client.subscribe(self.topics.cmd, options=options)
         if any(isinstance(code, ReasonCode) and code.is_failure for code in granted):
             log.error(
@@ -572,71 +554,6 @@ class MqttPublisher:
             )
             self._dropped_reported = dropped
 
-    # -- commands -------------------------------------------------------------------------
-
-    async def _receive(self, client: _Client, commands: asyncio.Queue[aiomqtt.Message]) -> None:
-        async for message in client.messages:
-            if not message.topic.matches(self.topics.cmd):
-                continue
-            if message.retain:
-                log.warning("ignored a retained command", topic=str(message.topic))
-                continue
-            try:
-                commands.put_nowait(message)
-            except asyncio.QueueFull:
-                busy = {"ok": False, "error": "busy: too many commands waiting; try again"}
-                await self._reply(client, message, busy)
-
-    async def _run_commands(
-        self, client: _Client, commands: asyncio.Queue[aiomqtt.Message]
-    ) -> None:
-        while True:
-            message = await commands.get()
-            reply = await self._execute(message.payload)
-            await self._reply(client, message, reply)
-
-    async def _execute(self, payload: bytes) -> dict[str, Any]:
-        try:
-            command = parse_command(payload, slots=self._slots)
-        except CommandError as exc:
-            log.warning("command refused", error=str(exc))
-            return {"ok": False, "error": str(exc)}
-        bound = log.bind(command=command.name, **command.args)
-        bound.info("command received")
-        self._commands_handled += 1
-        try:
-            result = await self._handle(command)
-        except CommandError as exc:
-            bound.warning("command refused", error=str(exc))
-            return {"ok": False, "error": str(exc)}
-        except Exception as exc:
-            bound.exception("command failed")
-            return {"ok": False, "error": f"{command.name} failed inside the agent: {exc}"}
-        return {"ok": True, "result": result}
-
-    async def _reply(
-        self, client: _Client, request: aiomqtt.Message, reply: dict[str, Any]
-    ) -> None:
-        asked = request.properties
-        topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
-        if topic is not None and not _publishable(topic):
-            log.warning(
-                "command has an invalid ResponseTopic; replying on the default", topic=topic
-            )
-            topic = None
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.MessageExpiryInterval = REPLY_EXPIRY_S
-        correlation = getattr(asked, "CorrelationData", None) if asked is not None else None
-        if correlation is not None:
-            properties.CorrelationData = correlation
-        payload = json.dumps(reply, separators=(",", ":"), default=str).encode()
-        try:
-            await self._confirmed(
-                client, topic or self.topics.cmd_reply, payload, properties=properties
-            )
-        except PublishRefused as exc:
-            log.warning("broker refused a command reply", error=str(exc))
-
 
 def changed(old: Any, new: Any, key: str = "") -> bool:
     """Whether `new` differs from the last published `old` by something worth sending now."""
@@ -681,14 +598,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _publishable(topic: Any) -> bool:
-    return (
-        isinstance(topic, str)
-        and 0 < len(topic.encode()) <= 1024
-        and not any(c in topic for c in "+#\0")
-    )
-
-
 async def _until_one_fails(*workers: Coroutine[Any, Any, None]) -> None:
     """Run a connection's workers until one ends; stop the others; raise what it raised.
 
@@ -728,6 +637,12 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
     with suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await event.wait()
+
+
+def _connect_properties() -> Properties:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.MaximumPacketSize = MAX_PACKET_BYTES
+    return properties
 
 
 def _read_password(settings: MqttSection) -> str | None:

@@ -23,7 +23,8 @@ from hashbay.agent.commands import Command, CommandError
 from hashbay.agent.config import MqttSection
 from hashbay.agent.discovery import MINER_FIELDS, clear_messages, discovery_messages
 from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.mqtt import STATE_CHECK_S, MqttPublisher, Topics, changed, rounded
+from hashbay.agent.mqtt import STATE_CHECK_S, MqttPublisher, changed, rounded
+from hashbay.agent.mqtt_topics import Topics
 from hashbay.agent.spool import EventSpool
 from hashbay.agent.status import Health, HealthLevel, Reason, SlotState, SlotStatus
 from hashbay.tools.broker import HOST, MOSQUITTO_PASSWD, Broker, make_tls_files, mosquitto_available
@@ -595,6 +596,7 @@ async def test_bad_commands_get_an_error_reply_and_never_reach_the_handler(
             body = json.loads(reply.payload)
             assert correlation_of(reply) == name.encode()
             assert body["ok"] is False, name
+            assert body["code"] == "invalid", name
             assert expected in body["error"], (name, body["error"])
     assert agent.calls == []
 
@@ -606,7 +608,7 @@ async def test_handler_refusal_becomes_an_error_reply(broker: Broker, spool: Eve
         await request(replies.client, b'{"command": "prepare_swap", "slot": 2}')
         await replies.wait_for("test/replies")
         body = json.loads(replies.payloads("test/replies")[0])
-        assert body == {"ok": False, "error": "slot 2 is empty"}
+        assert body == {"ok": False, "code": "refused", "error": "slot 2 is empty"}
         assert publisher.stats.commands_handled == 1
 
 
@@ -626,19 +628,55 @@ async def test_handler_crash_becomes_an_error_reply_not_a_crash(
         await request(replies.client, b'{"command": "locate", "slot": 0, "mode": "on"}')
         await replies.wait_for("test/replies")
         body = json.loads(replies.payloads("test/replies")[0])
-        assert body == {"ok": False, "error": "locate failed inside the agent: led driver gone"}
+        assert body == {
+            "ok": False,
+            "code": "failed",
+            "error": "locate failed inside the agent: led driver gone",
+        }
         assert publisher.stats.connected
 
 
-async def test_wildcard_response_topic_is_answered_on_the_reply_topic(
+@pytest.mark.parametrize(
+    "response_topic",
+    [
+        "test/#",
+        "test/+/x",
+        f"{TOPICS.status}",
+        f"{TOPICS.state}",
+        "hb/other-miner/state",
+        "hb",
+        "homeassistant/sensor/hashbay_m1/hashrate/config",
+        "$SYS/broker/x",
+    ],
+)
+async def test_a_reply_topic_inside_what_the_agent_publishes_is_refused_on_cmd_reply(
+    broker: Broker, spool: EventSpool, response_topic: str
+) -> None:
+    agent = FakeAgent()
+    async with commanding(broker, spool, agent) as (replies, publisher):
+        payload = b'{"command": "cancel_swap", "slot": 1}'
+        await request(replies.client, payload, response_topic=response_topic)
+        await replies.wait_for(TOPICS.cmd_reply)
+        body = json.loads(replies.payloads(TOPICS.cmd_reply)[0])
+        assert body["ok"] is False
+        assert body["code"] == "invalid"
+        assert "ResponseTopic" in body["error"]
+        assert correlation_of(replies.on(TOPICS.cmd_reply)[0]) == b"req-1"
+        assert publisher.stats.connected
+    assert agent.calls == []
+    # Nothing but the agent's own publications reached its state topic.
+    assert all(json.loads(p).get("ok") is None for p in replies.payloads(TOPICS.state))
+
+
+async def test_a_reply_topic_may_be_the_agents_own_reply_topic(
     broker: Broker, spool: EventSpool
 ) -> None:
-    async with commanding(broker, spool, FakeAgent()) as (replies, publisher):
+    agent = FakeAgent()
+    async with commanding(broker, spool, agent) as (replies, _):
         payload = b'{"command": "cancel_swap", "slot": 1}'
-        await request(replies.client, payload, response_topic="test/#")
+        await request(replies.client, payload, response_topic=TOPICS.cmd_reply)
         await replies.wait_for(TOPICS.cmd_reply)
         assert json.loads(replies.payloads(TOPICS.cmd_reply)[0])["ok"] is True
-        assert publisher.stats.connected
 
 
 async def test_retained_command_is_never_executed(broker: Broker, spool: EventSpool) -> None:
@@ -648,6 +686,60 @@ async def test_retained_command_is_never_executed(broker: Broker, spool: EventSp
     async with commanding(broker, spool, agent):
         await asyncio.sleep(0.1)
     assert agent.calls == []
+
+
+async def test_a_command_published_retained_while_subscribed_is_refused_not_run(
+    broker: Broker, spool: EventSpool
+) -> None:
+    agent = FakeAgent()
+    async with commanding(broker, spool, agent) as (replies, _):
+        await replies.client.publish(
+            TOPICS.cmd,
+            b'{"command": "prepare_swap", "slot": 1}',
+            qos=1,
+            retain=True,
+            properties=properties(
+                PacketTypes.PUBLISH, ResponseTopic="test/replies", CorrelationData=b"r"
+            ),
+        )
+        await replies.wait_for("test/replies")
+        body = json.loads(replies.payloads("test/replies")[0])
+        assert body["ok"] is False
+        assert "retained" in body["error"]
+        await replies.client.publish(TOPICS.cmd, b"", qos=1, retain=True)  # clear it
+    assert agent.calls == []
+
+
+async def test_a_flood_gets_one_reply_per_command_and_the_excess_is_busy(
+    broker: Broker, spool: EventSpool
+) -> None:
+    agent = FakeAgent()
+    publisher = make_publisher(mqtt_settings(broker, commands_per_s=50.0), spool, agent)
+    async with Listener(broker, "test/replies", TOPICS.state) as replies, running(publisher):
+        await replies.wait_for(TOPICS.state)
+        started = time.monotonic()
+        sends = []
+        for n in range(1000):
+            payload = b'{"command": "locate", "slot": 1, "mode": "on"}' if n % 2 else b"{not json"
+            values = {"ResponseTopic": "test/replies", "CorrelationData": str(n).encode()}
+            sends.append(
+                replies.client.publish(
+                    TOPICS.cmd, payload, qos=1, properties=properties(PacketTypes.PUBLISH, **values)
+                )
+            )
+        await asyncio.gather(*sends)
+        await replies.wait_for("test/replies", 1000, timeout_s=30)
+        elapsed_s = time.monotonic() - started
+        await asyncio.sleep(0.3)  # nothing more may come
+        answered = replies.on("test/replies")
+        assert len(answered) == 1000
+        assert sorted(int(correlation_of(m)) for m in answered) == list(range(1000))
+        codes = [json.loads(m.payload).get("code", "ok") for m in answered]
+        assert set(codes) <= {"ok", "invalid", "busy"}
+        taken = 1000 - codes.count("busy")
+        assert 0 < taken <= 50 + 50 * elapsed_s + 1  # the bucket: a burst of 50, then 50/s
+        assert len(agent.calls) == codes.count("ok")
+        assert publisher.stats.connected
 
 
 # -- connection settings ------------------------------------------------------------------
