@@ -44,6 +44,7 @@ MAX_REQUEST_BYTES = 64 * 1024  # what the agent accepts from a client
 MAX_REPLY_BYTES = 8 * 1024 * 1024  # what a client accepts from the agent
 MAX_ID = 2**53  # ids survive a JSON round trip in scripts
 _CONTAINER_ITEMS = 4096  # per msgpack array or map: bounds memory before validation
+MAX_DEPTH = 8  # maps and arrays inside each other; a request needs 3
 
 
 class ErrorCode(enum.StrEnum):
@@ -210,7 +211,25 @@ def decode_body(body: bytes) -> dict[str, Any]:
         )
     if not all(isinstance(key, str) for key in value):
         raise ControlProtocolError(ErrorCode.BAD_FRAME, "frame map keys must be text")
+    if _nested_deeper_than(value, MAX_DEPTH):
+        raise ControlProtocolError(
+            ErrorCode.BAD_FRAME, f"frame nests maps and arrays deeper than {MAX_DEPTH} levels"
+        )
     return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` deep; iterative, so any depth is safe."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 class FrameDecoder:

@@ -32,6 +32,7 @@ from hashbay import __version__
 from hashbay.agent.commands import COMMANDS, CommandError, CommandHandler, parse_command_mapping
 from hashbay.agent.control_protocol import (
     COMMAND_OP,
+    HEADER,
     MAX_REQUEST_BYTES,
     OPS,
     PROTOCOL_VERSION,
@@ -47,6 +48,7 @@ from hashbay.agent.control_protocol import (
     parse_request,
 )
 from hashbay.agent.events import EventBus, Subscription
+from hashbay.agent.quoting import quote
 from hashbay.agent.settings import setting
 
 if TYPE_CHECKING:
@@ -88,6 +90,19 @@ class ControlSettings:
     )
     max_clients: int = setting(
         32, "Clients served at once; more are turned away with a `busy` error.", min=1, max=1024
+    )
+    max_clients_per_user: int = setting(
+        8,
+        "Connections one user (uid) may hold at once; more are turned away with `busy`.",
+        min=1,
+        max=1024,
+    )
+    reserved_for_admins: int = setting(
+        4,
+        "Of `max_clients`, connections only root and the admin group may take, so a "
+        "technician who can fix things always gets in.",
+        min=0,
+        max=1023,
     )
     send_timeout_s: float = setting(
         5.0,
@@ -197,6 +212,7 @@ class ControlServer:
         self.authorizer = authorizer or Authorizer(settings.admin_group)
         self._chips = chips
         self._clients: set[asyncio.Task[None]] = set()
+        self._per_uid: dict[int, int] = {}
         self.stats = ServerStats()
         self.ready = asyncio.Event()
 
@@ -272,23 +288,48 @@ class ControlServer:
         self._clients.add(task)
         self.stats.connections += 1
         client = _Client(self, reader, writer)
+        counted = False
         try:
-            if len(self._clients) > self.settings.max_clients:
+            await client.identify()
+            refusal = self._admission(client)
+            if refusal is not None:
                 self.stats.busy += 1
-                await client.fail(
-                    ControlProtocolError(
-                        ErrorCode.BUSY,
-                        f"the agent already serves {self.settings.max_clients} clients; "
-                        "try again shortly",
-                    )
-                )
+                await client.fail(ControlProtocolError(ErrorCode.BUSY, refusal))
                 return
+            self._per_uid[client.peer.uid] = self._per_uid.get(client.peer.uid, 0) + 1
+            counted = True
             await client.serve()
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
             client.close()
             self._clients.discard(task)
+            if counted:
+                self._release(client.peer.uid)
+
+    def _admission(self, client: _Client) -> str | None:
+        """Why this connection is turned away, or None. One user cannot take every
+        connection, and the last `reserved_for_admins` are kept for those who may change."""
+        settings = self.settings
+        served = len(self._clients) - 1  # this one is already in the set
+        if served >= settings.max_clients:
+            return f"the agent already serves {settings.max_clients} clients; try again shortly"
+        if not client.may_change:
+            if served >= settings.max_clients - settings.reserved_for_admins:
+                return "the remaining connections are kept for administrators; try again shortly"
+            if self._per_uid.get(client.peer.uid, 0) >= settings.max_clients_per_user:
+                return (
+                    f"uid {client.peer.uid} already holds {settings.max_clients_per_user} "
+                    "connections; close one and try again"
+                )
+        return None
+
+    def _release(self, uid: int) -> None:
+        left = self._per_uid.get(uid, 0) - 1
+        if left > 0:
+            self._per_uid[uid] = left
+        else:
+            self._per_uid.pop(uid, None)
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -343,7 +384,7 @@ class ControlServer:
         if not client.may_change:
             self.stats.denied += 1
             log.warning(
-                "control change denied", uid=peer.uid, pid=peer.pid, args=dict(request.args)
+                "control change denied", uid=peer.uid, pid=peer.pid, args=quote(request.args, 200)
             )
             raise ControlProtocolError(
                 ErrorCode.DENIED,
@@ -386,10 +427,13 @@ class _Client:
         self.peer = Peer(0, -1, -1)
         self.may_change = False
 
-    async def serve(self) -> None:
+    async def identify(self) -> None:
+        """Who connected, as the kernel says, and whether they may change things."""
         sock = self._writer.get_extra_info("socket")
         self.peer = peer_of(sock)
         self.may_change = await asyncio.to_thread(self._server.authorizer.may_change, self.peer)
+
+    async def serve(self) -> None:
         while True:
             try:
                 message = await self._read_frame()
@@ -409,24 +453,27 @@ class _Client:
                 continue
             except Exception as exc:
                 log.exception("control request failed", op=request.op)
-                await self.fail(ControlProtocolError(ErrorCode.FAILED, f"{exc!r}", request.id))
+                text = quote(exc, 200)
+                await self.fail(ControlProtocolError(ErrorCode.FAILED, text, request.id))
                 continue
             await self._send_result(request.id, result)
 
     async def _read_frame(self) -> dict[str, Any] | None:
-        """The next frame's map; None at a clean end of the stream."""
-        try:
-            header = await self._reader.readexactly(4)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise ControlProtocolError(
-                    ErrorCode.BAD_FRAME, "stream ended inside a frame"
-                ) from None
+        """The next frame's map; None at a clean end of the stream.
+
+        A client may sit idle between requests for as long as it likes (a subscriber
+        does), but once a frame's first byte is in, the rest of it, length prefix
+        included, must follow within `request_timeout_s`."""
+        first = await self._reader.read(1)
+        if not first:
             return None
-        length = frame_length(header, MAX_REQUEST_BYTES)
         try:
             async with asyncio.timeout(self._settings.request_timeout_s):
+                header = first + await self._reader.readexactly(HEADER.size - 1)
+                length = frame_length(header, MAX_REQUEST_BYTES)
                 body = await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise ControlProtocolError(ErrorCode.BAD_FRAME, "stream ended inside a frame") from None
         except TimeoutError:
             raise ControlProtocolError(
                 ErrorCode.BAD_FRAME,
