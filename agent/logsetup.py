@@ -38,27 +38,47 @@ def configure_logging(
     fmt: str = "auto",
     recent: RecentEvents | None = None,
 ) -> None:
-    """fmt: 'json', 'console', or 'auto' (console when the stream is a terminal)."""
+    """fmt: 'json', 'console', or 'auto' (console when the stream is a terminal).
+
+    Our own lines and those of every library that logs through the standard library
+    (asyncio, aiomqtt, paho, warnings) go through one handler and one renderer, so in
+    JSON mode every record in the journal is one JSON object.
+    """
     out = stream if stream is not None else sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if recent is not None:
-        processors.append(recent)
-    if use_console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
-    else:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
+        shared.append(recent)
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
     )
-    # Libraries that log through the standard library (aiomqtt, asyncio) end up here too.
-    logging.basicConfig(
-        level=LEVELS[level], stream=out, format="%(levelname)s %(name)s %(message)s"
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([] if use_console else [structlog.processors.format_exc_info]),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level])
+    logging.captureWarnings(True)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
     )
