@@ -50,6 +50,7 @@ from hashbay.agent.control_protocol import (
 from hashbay.agent.events import EventBus, Subscription
 from hashbay.agent.quoting import quote
 from hashbay.agent.settings import setting
+from hashbay.drivers.errors import ConfigError
 
 if TYPE_CHECKING:
     from hashbay.agent.state import AgentState
@@ -118,6 +119,13 @@ class ControlSettings:
         min=0.1,
         max=120,
     )
+
+    def __post_init__(self) -> None:
+        if self.reserved_for_admins >= self.max_clients:
+            raise ConfigError(
+                f"control.reserved_for_admins: {self.reserved_for_admins} must be below "
+                f"control.max_clients ({self.max_clients}), or no reader could connect"
+            )
 
 
 @dataclass(frozen=True)
@@ -311,7 +319,7 @@ class ControlServer:
         """Why this connection is turned away, or None. One user cannot take every
         connection, and the last `reserved_for_admins` are kept for those who may change."""
         settings = self.settings
-        served = len(self._clients) - 1  # this one is already in the set
+        served = sum(self._per_uid.values())  # admitted and not yet gone
         if served >= settings.max_clients:
             return f"the agent already serves {settings.max_clients} clients; try again shortly"
         if not client.may_change:

@@ -225,7 +225,7 @@ class MinerApiServer:
                 return
             async with asyncio.timeout(self.settings.timeout_s):
                 raw = await _read_request(reader, self.settings.timeout_s / 2)
-                if not raw.strip():
+                if not raw:  # a connection probe: nothing asked, nothing to answer
                     return
                 host = _host(writer.get_extra_info("peername"))
                 reply = await self.answer(raw, host)

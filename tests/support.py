@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from hashbay.agent.config import Config, default_config_path
 from hashbay.tools.sim.configs import in_process_config
@@ -130,3 +132,88 @@ def rig_config(
         agent=dataclasses.replace(config.agent, poll_interval_s=0.2),
         chain=dataclasses.replace(config.chain, sample_interval_s=0.2, chip_poll_interval_s=2),
     )
+
+
+def with_setting(text: str, table: str, key: str, value: str) -> str:
+    """Config text with `[table] key = value` (replacing the key if it is there)."""
+    lines = text.splitlines()
+    header = f"[{table}]"
+    if header not in lines:
+        return text + f"\n{header}\n{key} = {value}\n"
+    start = lines.index(header) + 1
+    end = next((n for n in range(start, len(lines)) if lines[n].startswith("[")), len(lines))
+    for n in range(start, end):
+        if lines[n].split("=")[0].strip() == key:
+            lines[n] = f"{key} = {value}"
+            break
+    else:
+        lines.insert(start, f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+class AgentProcess:
+    """hashbay-agent as a real process, its JSON log read continuously by a thread (so
+    the pipe never fills) and kept for the test to look at."""
+
+    def __init__(self, config: Path, state_dir: Path, runtime_dir: Path) -> None:
+        self.runtime_dir = runtime_dir
+        self.process = subprocess.Popen(
+            [
+                *AGENT,
+                "--config",
+                str(config),
+                "--state-dir",
+                str(state_dir),
+                "--runtime-dir",
+                str(runtime_dir),
+                "--log-format",
+                "json",
+            ],
+            env=dict(os.environ) | {"PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def log(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log() if line.startswith("{")]
+
+    def wait_for_log(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.records():
+                if record.get("event") == event:
+                    return record
+            assert self.process.poll() is None, f"agent exited: {self.log()[-20:]}"
+            time.sleep(0.05)
+        raise AssertionError(f"no log line {event!r} within {timeout}s")
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        return self.process.returncode

@@ -23,7 +23,7 @@ from hashbay.agent.config import Config, default_config_path, parse_config
 from hashbay.agent.settings import array_item_type, fields_of, is_table
 from hashbay.drivers.errors import ConfigError
 
-from .support import AGENT, start_agent
+from .support import AGENT, start_agent, with_setting
 
 MAX_LINE = 330  # "hashbay-agent: config error: " + at most 300
 
@@ -93,23 +93,6 @@ def test_no_float_setting_takes_nan_or_infinity(
     assert f"{table}" in str(refused.value)
     assert key in str(refused.value)
     assert "finite" in str(refused.value)
-
-
-def with_setting(text: str, table: str, key: str, value: str) -> str:
-    """The config text with `[table] key = value` (replacing the key if it is there)."""
-    lines = text.splitlines()
-    header = f"[{table}]"
-    if header not in lines:
-        return text + f"\n{header}\n{key} = {value}\n"
-    start = lines.index(header) + 1
-    end = next((n for n in range(start, len(lines)) if lines[n].startswith("[")), len(lines))
-    for n in range(start, end):
-        if lines[n].split("=")[0].strip() == key:
-            lines[n] = f"{key} = {value}"
-            break
-    else:
-        lines.insert(start, f"{key} = {value}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.parametrize(

@@ -385,6 +385,42 @@ async def test_a_frame_that_never_completes_is_given_up(shared_dir: Path) -> Non
         assert await rogue.closed()
 
 
+async def test_a_frame_stalled_inside_its_length_prefix_is_given_up(shared_dir: Path) -> None:
+    async with serving(shared_dir, FakeAgent(), request_timeout_s=0.2) as server:
+        rogue = await Client.connect(server.path)
+        await rogue.send_raw(b"\x00")  # one byte of the four-byte prefix, then nothing
+        reply = await rogue.message()
+        assert reply is not None
+        assert reply["error"]["code"] == "bad_frame"
+        assert "incomplete" in reply["error"]["message"]
+        assert await rogue.closed()
+
+
+async def test_an_idle_connection_between_requests_is_kept(shared_dir: Path) -> None:
+    async with serving(shared_dir, FakeAgent(), request_timeout_s=0.2) as server:
+        client = await Client.connect(server.path)
+        await asyncio.sleep(0.5)  # longer than the frame deadline, but no frame begun
+        assert (await client.call("hello"))["ok"] is True
+        await client.close()
+
+
+async def test_deeply_nested_arguments_are_a_bad_frame(shared_dir: Path) -> None:
+    agent = FakeAgent()
+    async with serving(shared_dir, agent) as server:
+        deep: Any = 1
+        for _ in range(500):
+            deep = [deep]
+        rogue = await Client.connect(server.path)
+        await rogue.send_raw(
+            encode_frame(request_message(1, "command", {"command": "locate", "slot": deep}))
+        )
+        reply = await rogue.message()
+        assert reply is not None
+        assert reply["error"]["code"] == "bad_frame"
+        assert await rogue.closed()
+        assert agent.calls == []
+
+
 async def test_a_client_that_stops_reading_is_dropped_and_nobody_waits_for_it(
     shared_dir: Path,
 ) -> None:
@@ -422,7 +458,7 @@ async def test_many_clients_are_served_at_once(shared_dir: Path) -> None:
 
 
 async def test_clients_beyond_the_limit_are_told_the_agent_is_busy(shared_dir: Path) -> None:
-    async with serving(shared_dir, FakeAgent(), max_clients=2) as server:
+    async with serving(shared_dir, FakeAgent(), max_clients=2, reserved_for_admins=0) as server:
         first, second = [await Client.connect(server.path) for _ in range(2)]
         assert (await first.call("hello"))["ok"] and (await second.call("hello"))["ok"]
         third = await Client.connect(server.path)

@@ -98,7 +98,7 @@ class Watcher:
 
     async def request(self, command: dict[str, Any], timeout_s: float = 10) -> dict[str, Any]:
         """A command with an MQTT v5 response topic and correlation data; its reply."""
-        reply_topic = f"{PREFIX}/test/{uuid.uuid4().hex}"
+        reply_topic = f"test-replies/{uuid.uuid4().hex}"  # outside the agent's tree
         correlation = uuid.uuid4().bytes
         await self.client.subscribe(reply_topic, qos=1)
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -262,7 +262,7 @@ async def test_commands_the_agent_cannot_carry_out_get_clear_errors(
         try:
             await all_hashing(agent, (0,))
             empty = await watcher.request({"command": "prepare_swap", "slot": 2})
-            assert empty == {"ok": False, "error": "slot 2 is empty"}
+            assert empty == {"ok": False, "code": "refused", "error": "slot 2 is empty"}
             nothing = await watcher.request({"command": "cancel_swap", "slot": 0})
             assert nothing["ok"] is False and "no swap prepared" in nothing["error"]
             bad = await watcher.request({"command": "prepare_swap", "slot": 7})

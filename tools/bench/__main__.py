@@ -16,6 +16,7 @@ BENCHMARKS = [
     "predict",
     "costs",
     "agent",
+    "commands",
     "autotune",
     "thermal",
     "api",
