@@ -163,11 +163,17 @@ def assert_unharmed(target: Target) -> None:
 # -- control socket ---------------------------------------------------------------------------
 
 
-def raw_exchange(path: Path, data: bytes, wait_s: float = 3.0) -> bytes:
-    """Send raw bytes, then read until the agent closes or goes quiet."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(wait_s)
-        sock.connect(str(path))
+def raw_exchange(path: Path, data: bytes) -> bytes:
+    """Send raw bytes on the control socket, then read until the agent closes or goes quiet."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(3.0)
+    sock.connect(str(path))
+    return exchange(sock, data)
+
+
+def exchange(sock: socket.socket, data: bytes) -> bytes:
+    """Send, half-close, and read what comes back until the end or a quiet spell."""
+    with sock:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
@@ -350,19 +356,7 @@ def test_a_reader_is_denied_changes_and_the_denial_log_line_stays_short(target: 
 
 
 def api_exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    return bytes(received)
+    return exchange(socket.create_connection(("127.0.0.1", port), timeout=10), data)
 
 
 def assert_api_refusal_shape(reply: bytes) -> None:
