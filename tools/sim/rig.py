@@ -37,6 +37,8 @@ from hashbay.tools.sim.uart import PtyLine
 log = structlog.get_logger("hashbay.sim")
 
 IO_PERIOD_S = 0.01  # real seconds between UART/pin services
+MAX_TICK_S = 0.05  # real seconds one simulator tick may credit (see SimClock)
+MAX_LEAD_S = 0.02  # how far past its last tick a reader may see the clock
 PHYSICS_PERIOD_S = 0.1  # simulated seconds between physics steps
 ADVANCE_STEP_S = 1.0
 """Longest physics step `advance` takes. Every model integrates its step exactly, so this
@@ -60,30 +62,55 @@ def name_os_thread(name: str) -> None:
 
 
 class SimClock:
-    """Simulated seconds: scaled real time while running, explicit steps otherwise."""
+    """Simulated seconds: scaled real time while running, explicit steps otherwise.
+
+    While running, time moves only in the simulator thread's ticks, and one tick credits
+    at most MAX_TICK_S of real time: a simulator starved of CPU (a busy machine, a slow
+    board) is a slower world, not a broken one — no fan misses tach pulses, no chip its
+    nonces, no board its heat, because time did not pass for them either. Readers see up
+    to MAX_LEAD_S past the last tick, so time flows smoothly between ticks and stops
+    shortly after the simulator does; MAX_LEAD_S <= MAX_TICK_S keeps it monotonic.
+    """
 
     def __init__(self, scale: float) -> None:
         self.scale = scale
-        self._base_sim = 0.0
-        self._base_real: float | None = None
+        # (simulated time at the last tick, its time.monotonic() or None when frozen):
+        # one tuple, replaced whole, so a reader on another thread sees a consistent pair.
+        self._tick: tuple[float, float | None] = (0.0, None)
+        self.lost_s = 0.0  # real seconds the simulator could not keep up with
 
     def now(self) -> float:
-        if self._base_real is None:
-            return self._base_sim
-        return self._base_sim + (time.monotonic() - self._base_real) * self.scale
+        sim, real = self._tick
+        if real is None:
+            return sim
+        lead = min(max(time.monotonic() - real, 0.0), MAX_LEAD_S)
+        return sim + lead * self.scale
 
     def run(self) -> None:
-        self._base_sim = self.now()
-        self._base_real = time.monotonic()
+        self._tick = (self._tick[0], time.monotonic())
+
+    def tick(self) -> float:
+        """The simulator thread's heartbeat: credit the real time since the last tick (at
+        most MAX_TICK_S of it) and return the new simulated time."""
+        sim, real = self._tick
+        if real is None:
+            raise RuntimeError("the clock is not running")
+        now_real = time.monotonic()
+        gap = max(now_real - real, 0.0)
+        credited = min(gap, MAX_TICK_S)
+        self.lost_s += gap - credited
+        sim += credited * self.scale
+        self._tick = (sim, now_real)
+        return sim
 
     def freeze(self) -> None:
-        self._base_sim = self.now()
-        self._base_real = None
+        self._tick = (self.now(), None)
 
     def advance(self, dt_s: float) -> None:
-        if self._base_real is not None:
+        sim, real = self._tick
+        if real is not None:
             raise RuntimeError("cannot advance a running clock by hand")
-        self._base_sim += dt_s
+        self._tick = (sim + dt_s, None)
 
 
 @dataclass
@@ -224,6 +251,7 @@ class SimRig:
             now_real = time.monotonic()
             try:
                 with self.lock:
+                    self.clock.tick()
                     self._service_uarts(now_real - last_io)
                     self._service_pins()
                     self._step_fans(self.clock.now())
@@ -528,6 +556,7 @@ class SimRig:
             noise_dba = physics.combine_dba(f.noise_dba for f in self.fans)
             return {
                 "sim_time_s": round(self.clock.now(), 1),
+                "sim_lag_s": round(self.clock.lost_s, 1),
                 "psu_pin_w": round(self.psu.pin_w, 1),
                 "psu_vin_v": self.psu.vin_v,
                 "ambient_c": self.ambient_c,
