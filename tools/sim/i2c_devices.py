@@ -90,14 +90,50 @@ class SimTemperatureSensor:
         self.configurable_resolution = configurable_resolution
         self.lost = False
         self.config = 0x00
-        self.t_low = 75 << 8
-        self.t_high = 80 << 8
+        self.t_low = 75 << 8  # power-on T_HYST: not anybody's limit
+        self.t_high = 80 << 8  # power-on T_OS
+        self.alert_active = False
+        self._in_a_row = 0  # conversions in a row that move the alert
+        self._waiting_to_release = False  # interrupt mode: the next event is a fall
         self._pointer = 0
         self._stuck_raw: int | None = None
 
     @property
     def resolution_bits(self) -> int:
         return 9 + ((self.config >> 5) & 0b11)
+
+    @property
+    def pulls_os_low(self) -> bool:
+        """Whether the open-drain OS/ALERT output pulls its line low now (POL = 0:
+        active low; POL = 1: low while inactive)."""
+        return self.alert_active != bool(self.config & 0x04)
+
+    def convert(self) -> None:
+        """One conversion (called every physics step): the OS/ALERT thermostat.
+
+        Comparator mode: asserts after `fault queue` conversions in a row at or above
+        T_OS, releases after as many below T_HYST. Interrupt mode: asserts on the same
+        events, alternately a rise past T_OS and a fall below T_HYST, and stays asserted
+        until the host reads any register. Shutdown: no conversions, the output holds."""
+        if self.config & 0x01 or self.lost:
+            return
+        value = self.shown_c()
+        over_c = _signed(self.t_high) / 256
+        release_c = _signed(self.t_low) / 256
+        queue = (1, 2, 4, 6)[(self.config >> 3) & 0b11]
+        interrupt = bool(self.config & 0x02)
+        falling = self._waiting_to_release if interrupt else self.alert_active
+        moving = value < release_c if falling else value >= over_c
+        self._in_a_row = self._in_a_row + 1 if moving else 0
+        if self._in_a_row < queue:
+            return
+        self._in_a_row = 0
+        if interrupt:
+            if not self.alert_active:
+                self.alert_active = True
+                self._waiting_to_release = not self._waiting_to_release
+        else:
+            self.alert_active = not self.alert_active
 
     def _raw(self) -> int:
         if self._stuck_raw is not None:
@@ -139,6 +175,8 @@ class SimTemperatureSensor:
         """The pointed register, MSB first, repeated for as long as the host reads."""
         if self.lost:
             raise nack()
+        if self.config & 0x02:
+            self.alert_active = False  # interrupt mode: any read clears the alert
         if self._pointer == 1:
             register = bytes((self.config,))
         else:
@@ -148,3 +186,7 @@ class SimTemperatureSensor:
 
     def stop(self) -> None:
         pass
+
+
+def _signed(register: int) -> int:
+    return register - 0x10000 if register & 0x8000 else register
