@@ -53,6 +53,9 @@ def test_unit_has_notify_watchdog_and_hardening() -> None:
         "DeviceAllow=char-gpiochip rw",
         "StateDirectory=hashbay",
         "RuntimeDirectory=hashbay",
+        "Nice=-5",
+        "CPUWeight=400",
+        "RestrictRealtime=yes",
     ]:
         assert re.search(rf"^{re.escape(directive)}", text, re.MULTILINE), directive
 
