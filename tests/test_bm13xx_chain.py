@@ -227,3 +227,24 @@ async def test_stale_job_ids_count_as_hardware_errors(chain: Bm13xxChain) -> Non
 def test_missing_serial_device_names_the_path() -> None:
     with pytest.raises(DeviceMissingError, match="/dev/ttyNOPE9"):
         open_serial("/dev/ttyNOPE9")
+
+
+async def test_a_slow_simulator_mid_reply_does_not_make_chips_silent(powered: Powered) -> None:
+    """Replies held up by a starved simulator (its clock stops too) are waited for, not
+    counted as chips that did not answer."""
+    await powered.rail_up()
+    port = open_serial(powered.rig.uart_paths[0])
+    chain = Bm13xxChain(port, slot=0, envelope=powered.envelope, clock=powered.rig.now)
+    async with chain.attached():
+        await chain.enumerate(expected_chips=CHIPS)
+
+        async def starve_the_simulator_mid_reply() -> None:
+            while not (chain._register_waiters and chain._register_waiters[0][1]):  # noqa: ASYNC110
+                await asyncio.sleep(0.001)  # until the first replies are in
+            with powered.rig.lock:  # the simulator's thread cannot move bytes meanwhile
+                await asyncio.sleep(0.6)  # far beyond the 0.1 s quiet gap, by the wall clock
+
+        starving = asyncio.create_task(starve_the_simulator_mid_reply())
+        missing = await chain.poll_chips(timeout_s=1.0)
+        await starving
+    assert missing == []

@@ -99,6 +99,9 @@ class ChainCounters:
     chips: list[ChipCounters] = field(default_factory=list)
 
 
+READ_BACKSTOP = 4.0  # real time, in timeouts, a read may wait if the bus clock stops
+
+
 class Bm13xxChain:
     def __init__(
         self,
@@ -145,6 +148,17 @@ class Bm13xxChain:
         if data:
             self.feed(data)
 
+    def _drain_waiting(self) -> bool:
+        """Read whatever the UART holds now; whether there was anything."""
+        try:
+            waiting = self.port.in_waiting
+        except (serial.SerialException, OSError) as exc:
+            raise HardwareError(f"slot {self.slot} chain UART read failed: {exc}") from exc
+        if not waiting:
+            return False
+        self._readable()
+        return True
+
     def send(self, frame: bytes) -> None:
         try:
             self.port.write(frame)
@@ -167,7 +181,13 @@ class Bm13xxChain:
     async def read_all(
         self, register: int, *, quiet_s: float = 0.05, timeout_s: float = 2.0
     ) -> list[RegisterReply]:
-        """Broadcast a register read; collect replies until the line has been quiet."""
+        """Broadcast a register read; collect replies until the line has been quiet.
+
+        Quiet and the deadline are measured on the chain's clock (the bus clock: real
+        time on a board, simulated time on the simulated rig), and quiet means nothing
+        waiting in the UART, not merely no wake-up: a loop that ran late, or a simulator
+        that ran slow, must not turn replies still on their way into silent chips. A real
+        time backstop (READ_BACKSTOP x timeout_s) ends the wait if that clock stops."""
         replies: list[RegisterReply] = []
         event = asyncio.Event()
         waiter = (register, replies, event)
@@ -175,15 +195,22 @@ class Bm13xxChain:
         try:
             self.send(frames.read_register(register))
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
-            while (left := deadline - loop.time()) > 0:
+            backstop = loop.time() + timeout_s * READ_BACKSTOP
+            deadline = self._clock() + timeout_s
+            heard_at = self._clock()
+            while (left := deadline - self._clock()) > 0 and loop.time() < backstop:
                 event.clear()
                 try:
-                    async with asyncio.timeout(min(quiet_s, left)):
+                    async with asyncio.timeout(max(min(quiet_s, left), 0.001)):
                         await event.wait()
+                    heard_at = self._clock()
+                    continue
                 except TimeoutError:
-                    if replies or left <= quiet_s:
-                        break
+                    if self._drain_waiting():
+                        heard_at = self._clock()
+                        continue
+                if replies and self._clock() - heard_at >= quiet_s:
+                    break
             return replies
         finally:
             self._register_waiters.remove(waiter)

@@ -274,7 +274,7 @@ class SimRig:
             in_step = line.host_baud() == chain.baud
             if data and in_step:
                 chain.receive(data)
-            budget = line.budget(real_dt_s, chain.baud)
+            budget = line.budget(real_dt_s, chain.baud, sending=bool(chain.pending_output))
             if budget and chain.pending_output:
                 out = chain.take_output(budget)
                 line.write(out if in_step else line.garbage(len(out)))

@@ -52,6 +52,9 @@ class LineNoise:
         return self.bit_flip > 0 or self.drop > 0
 
 
+MAX_LINE_BURST_S = 0.05  # line time one service call may use (the clock's MAX_TICK_S)
+
+
 class PtyLine:
     """Master side of one pty; `path` is what the agent opens."""
 
@@ -86,11 +89,18 @@ class PtyLine:
             chunks.append(chunk)
         return self._garble(b"".join(chunks), self.noise_in)
 
-    def budget(self, dt_s: float, baud: int) -> int:
-        """Bytes the line can carry in dt at this baud (8N1: 10 bits a byte)."""
-        self._credit_bytes = min(self._credit_bytes + dt_s * baud / 10, baud / 10)
-        whole = int(self._credit_bytes)
-        return whole
+    def budget(self, dt_s: float, baud: int, *, sending: bool = True) -> int:
+        """Bytes the line can carry in dt at this baud (8N1: 10 bits a byte).
+
+        An idle line builds up no credit (a UART cannot send yesterday's silence), and a
+        late service call is credited at most MAX_LINE_BURST_S of the line: like the
+        simulator's clock, a starved line is a slower line, not a burst."""
+        if not sending:
+            self._credit_bytes = 0.0
+            return 0
+        credit = self._credit_bytes + min(dt_s, MAX_LINE_BURST_S) * baud / 10
+        self._credit_bytes = min(credit, MAX_LINE_BURST_S * baud / 10)
+        return int(self._credit_bytes)
 
     def write(self, data: bytes) -> int:
         """Send to the host (after outbound noise); returns bytes taken off the budget."""
