@@ -78,7 +78,7 @@ class Agent:
         self.notifier = notifier
         self.rig = rig_factory(config, open_buses(config))
         self.state = AgentState(config.agent.name)
-        self.liveness = Liveness(config.agent.stall_timeout_s)
+        self.liveness = Liveness(config.agent.stall_timeout_s, bus=self.rig.progress)
         self.spool = EventSpool(
             Path(config.agent.state_dir) / "events.db", config.mqtt.spool_max_events
         )

@@ -22,22 +22,61 @@ log = structlog.get_logger("hashbay.liveness")
 HEARTBEAT_PERIOD_S = 0.25
 
 
-class Liveness:
-    """Timestamps of the last loop heartbeat and the last completed hardware poll."""
+class BusProgress:
+    """Whether the hardware thread gets through its work: a call that never returns (a
+    device holding the bus) is stuck; calls that return late behind others are only slow.
 
-    def __init__(self, stall_timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    The hardware thread calls `begin` as it starts a call and `end` when it is done."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._moved_at = clock()  # last time a call finished, or one started on an idle thread
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._waiting == 0:
+                self._moved_at = self._clock()
+            self._waiting += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+            self._moved_at = self._clock()
+
+    def stuck_for(self) -> float:
+        """Seconds a started call has run with nothing finishing; 0 when idle."""
+        with self._lock:
+            return self._clock() - self._moved_at if self._waiting else 0.0
+
+
+class Liveness:
+    """Is the daemon progressing, or only slow?
+
+    Stalled means no progress at all for `stall_timeout_s`: no loop heartbeat (the loop
+    beats every HEARTBEAT_PERIOD_S, so even a loop ten times slower than usual beats many
+    times within it), or a call on the hardware thread that has not returned.
+    A late hardware poll behind other bus work is slow, not stalled: the poll's own
+    overruns are logged, never an exit."""
+
+    def __init__(
+        self,
+        stall_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        bus: BusProgress | None = None,
+    ) -> None:
         self.stall_timeout_s = stall_timeout_s
         self._clock = clock
-        now = clock()
-        self._loop_beat = now
-        self._poll_done = now
+        self._bus = bus if bus is not None else BusProgress(clock)
+        self._loop_beat = clock()
         self._polls = 0
 
     def loop_beat(self) -> None:
         self._loop_beat = self._clock()
 
     def poll_done(self) -> None:
-        self._poll_done = self._clock()
         self._polls += 1
 
     @property
@@ -49,8 +88,9 @@ class Liveness:
         now = self._clock()
         if now - self._loop_beat > self.stall_timeout_s:
             return f"event loop stalled for {now - self._loop_beat:.1f} s"
-        if now - self._poll_done > self.stall_timeout_s:
-            return f"hardware poll stuck for {now - self._poll_done:.1f} s"
+        stuck = self._bus.stuck_for()
+        if stuck > self.stall_timeout_s:
+            return f"hardware bus stuck for {stuck:.1f} s (a call has not returned)"
         return None
 
 

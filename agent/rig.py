@@ -19,6 +19,7 @@ import structlog
 
 from hashbay.agent.buses import Buses
 from hashbay.agent.config import Config, site_caps
+from hashbay.agent.liveness import BusProgress
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.drivers.envelope import FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, ProtocolError
@@ -84,6 +85,7 @@ class Rig:
             for i, s in enumerate(config.slot)
         ]
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-bus")
+        self.progress = BusProgress()
         self.last: RigSnapshot | None = None
 
     # -- threads -----------------------------------------------------------------------
@@ -105,8 +107,19 @@ class Rig:
         return edge
 
     async def call(self, fn: Callable[[], T]) -> T:
-        """Run blocking bus I/O on the hardware thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        """Run blocking bus I/O on the hardware thread. Each call is timed from when the
+        thread starts it: one that never returns is a stuck bus (the stall guard's
+        concern); calls that wait in the queue behind others are only slow."""
+        progress = self.progress
+
+        def tracked() -> T:
+            progress.begin()
+            try:
+                return fn()
+            finally:
+                progress.end()
+
+        return await asyncio.get_running_loop().run_in_executor(self._worker, tracked)
 
     # -- reading -----------------------------------------------------------------------
 
