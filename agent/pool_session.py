@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from hashbay.agent.pool_work import Template
+from hashbay.agent.pool_work import Share, Template
 from hashbay.agent.stratum_client import Endpoint, PoolCounters
 
 
@@ -20,10 +20,14 @@ class PoolSession(Protocol):
     ready: bool  # set up and delivering work
     template: Template | None
     difficulty: float
+    target: int  # the share target in force
     version_mask: int
 
     async def run(self) -> None:
         """Connect and serve until stopped (returns) or failed (raises PoolError)."""
+
+    def submit(self, share: Share) -> bool:
+        """Send a share now; False when this session can no longer take it."""
 
     def stop(self) -> None:
         """End the connection on purpose; `run()` then returns."""

@@ -521,6 +521,7 @@ async def _main(args: argparse.Namespace) -> None:
         port=args.port,
         difficulty=args.difficulty,
         job_interval_s=args.job_interval_s or None,
+        ack_every=args.ack_every,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -561,11 +562,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--job-interval-s", type=float, default=30.0, help="new job this often (0: never)"
     )
+    parser.add_argument(
+        "--ack-every",
+        type=int,
+        default=10,
+        help="acknowledge accepted shares in batches of this many (default 10, as the "
+        "specification's illustration; a partial batch goes out after half a second)",
+    )
     parser.add_argument("--report-s", type=float, default=10.0, help="print counts this often")
     parser.add_argument("--ready-file", help="write the pool's URL here once listening")
     args = parser.parse_args(argv)
     if not args.difficulty > 0:
         parser.error("--difficulty must be positive")
+    if args.ack_every < 1:
+        parser.error("--ack-every must be at least 1")
     asyncio.run(_main(args))
     return 0
 
