@@ -9,10 +9,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from coincurve import PrivateKey
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from hashbay.agent.pool_work import PoolWork, Share
 from hashbay.agent.stratum_client import (
@@ -30,6 +33,8 @@ from hashbay.agent.sv2.session import GENERAL_PURPOSE_BITS, PoolRefused, Sv2Sess
 from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.tools.pool import HOST, solve
 from hashbay.tools.pool_sv2 import Sv2Misbehaviour, Sv2TestPool
+
+from .test_sv2_frames import MESSAGES
 
 FAST = StratumSettings(connect_timeout_s=5, response_timeout_s=5, silence_timeout_s=30)
 
@@ -177,6 +182,29 @@ async def test_a_job_for_the_current_block_is_not_clean() -> None:
         assert s.work == [True, False]
         assert live.template is not None
         assert live.template.notify.job_id == str(job.job_id)
+
+
+async def test_a_new_extranonce_prefix_applies_to_the_jobs_after_it() -> None:
+    async with Sv2TestPool() as pool, session(pool) as s:
+        live = await s.ready()
+        pool.set_extranonce_prefix(b"\x0a\x0b")
+        await asyncio.sleep(0.1)
+        assert live.template is not None
+        assert live.template.extranonce1 == (1).to_bytes(4, "big")  # the job before it
+        pool.new_job(clean=False)
+        await until(lambda: len(s.work) == 2)
+        assert live.template.extranonce1 == b"\x0a\x0b"
+        assert live.submit(s.share())
+        await until(lambda: s.counters.accepted == 1)  # the pool rebuilt the same coinbase
+
+
+async def test_a_prefix_that_leaves_no_room_for_the_extranonce_is_a_protocol_error() -> None:
+    async with Sv2TestPool() as pool, session(pool) as s:
+        await s.ready()
+        pool.set_extranonce_prefix(bytes(30))  # 30 + 4 > 32
+        error = await s.ended()
+        assert isinstance(error, PoolProtocolError)
+        assert "no room" in str(error)
 
 
 async def test_set_target_changes_the_difficulty_shares_are_judged_by() -> None:
@@ -361,3 +389,32 @@ async def test_the_work_source_mines_real_shares_through_the_encrypted_channel()
         finally:
             running.session.stop()
             await asyncio.wait({running.task}, timeout=5)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(MESSAGES, max_size=12))
+def test_any_sequence_of_pool_messages_ends_in_a_pool_error_at_worst(
+    sequence: list[m.Message],
+) -> None:
+    """Well-formed but hostile or out-of-order messages never raise anything but PoolError."""
+    counters = PoolCounters()
+    live = Sv2Session(
+        Endpoint(HOST, 1, tls=False),
+        authority_key=bytes(32),
+        user="acct.rig1",
+        settings=FAST,
+        counters=counters,
+    )
+    live.ready = True
+    live._channel_id, live._extranonce_size = 1, 4  # as after OpenExtendedMiningChannel
+    for sent in sequence:
+        # on our channel, so it is acted on
+        message = replace(cast(Any, sent), channel_id=1) if hasattr(sent, "channel_id") else sent
+        try:
+            live._handle(message)
+        except PoolError:
+            return
+        template = live.template
+        if template is not None:
+            assert len(template.extranonce1) + template.extranonce2_size <= 32
+            assert live.target > 0

@@ -258,6 +258,13 @@ class Sv2TestPool:
                 channel.target = target
                 channel.send(m.SetTarget(channel.channel_id, target))
 
+    def set_extranonce_prefix(self, prefix: bytes) -> None:
+        """A new extranonce prefix for every channel, for the jobs sent after it."""
+        for channel in self._channels.values():
+            if channel.channel_id:
+                channel.extranonce_prefix = prefix
+                channel.send(m.SetExtranoncePrefix(channel.channel_id, prefix))
+
     def misbehave(self, kind: Sv2Misbehaviour) -> None:
         if kind in _MODES:
             self.modes.add(kind)
