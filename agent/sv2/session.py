@@ -118,8 +118,7 @@ class Sv2Session:
         """Takes what a V1 session takes, so the pool manager opens both alike; a V2 pool
         has no password (the channel's user identity is the worker) and no TLS (Noise
         encrypts and authenticates instead): those two are ignored."""
-        if password not in ("", "x") or ssl_context is not None:
-            log.debug("stratum v2 ignores the password and TLS settings")
+        del password, ssl_context
         self.endpoint = endpoint
         self._authority = authority_key
         self._user = user
