@@ -100,7 +100,11 @@ class Agent:
         if work is None and config.pool:
             pool_work = PoolWork()
             self.pools = PoolManager(
-                config.pool, config.stratum, pool_work, on_change=self.mqtt_wake.set
+                config.pool,
+                config.stratum,
+                pool_work,
+                on_change=self.mqtt_wake.set,
+                hashrate=self._nominal_hashrate,
             )
             pool_work.on_fresh = self._fresh_work
             pool_work.on_availability = lambda available: self.power.wake()
@@ -183,6 +187,11 @@ class Agent:
             notifier,
             shutdown_timeout_s=config.agent.shutdown_timeout_s,
         )
+
+    def _nominal_hashrate(self) -> float:
+        """What the boards should hash at their clocks (H/s): Stratum V2 tells the pool."""
+        statuses = (controller.status for controller in self.controllers)
+        return sum(s.health.expected_hs for s in statuses if s.health is not None)
 
     def _fresh_work(self) -> None:
         """clean_jobs or a new pool: every hashing slot sends new work now."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from hashbay.agent.miner_api_replies import PoolView
+from hashbay.agent.pool_session import PoolSession
 from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.settings import REQUIRED, file_path, setting
 from hashbay.agent.stratum_client import (
@@ -34,11 +36,13 @@ from hashbay.agent.stratum_client import (
     StratumSession,
     StratumSettings,
 )
+from hashbay.agent.sv2 import keys as sv2_keys
+from hashbay.agent.sv2.session import Sv2Session
 from hashbay.drivers.errors import ConfigError
 
 log = structlog.get_logger("hashbay.pools")
 
-SCHEMES = {"stratum+tcp": False, "stratum+ssl": True, "stratum+tls": True}
+SCHEMES = {"stratum+tcp": False, "stratum+ssl": True, "stratum+tls": True, sv2_keys.SCHEME: False}
 REPORT_S = 60.0  # share counts go to the log this often (when they moved)
 
 
@@ -46,8 +50,11 @@ REPORT_S = 60.0  # share counts go to the log this often (when they moved)
 class PoolSettings:
     url: str = setting(
         REQUIRED,
-        "Pool address: `stratum+tcp://host:port`, or `stratum+ssl://host:port` for TLS.",
-        pattern=r"stratum\+(tcp|ssl|tls)://[^\s/?#@]{1,260}",
+        "Pool address: `stratum+tcp://host:port`, `stratum+ssl://host:port` for TLS, or "
+        "`stratum2+tcp://host:port/<authority key>` for Stratum V2 (encrypted; the key, "
+        "as the pool publishes it, authenticates the pool).",
+        pattern=r"stratum\+(tcp|ssl|tls)://[^\s/?#@]{1,260}"
+        r"|stratum2\+tcp://[^\s/?#@]{1,260}/[1-9A-HJ-NP-Za-km-z]{1,64}",
     )
     user: str = setting(
         REQUIRED,
@@ -65,8 +72,10 @@ def parse_url(url: str) -> Endpoint:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {parts.scheme!r}")
-    if parts.username or parts.password or parts.path or parts.query or parts.fragment:
+    path = "" if parts.scheme == sv2_keys.SCHEME else parts.path
+    if parts.username or parts.password or path or parts.query or parts.fragment:
         raise ValueError("must be scheme://host:port only (the worker goes in `user`)")
+    authority_key(url)
     try:
         port = parts.port
     except ValueError:
@@ -76,6 +85,12 @@ def parse_url(url: str) -> Endpoint:
     if port is None or port == 0:
         raise ValueError("needs a port, e.g. stratum+tcp://pool.example.com:3333")
     return Endpoint(parts.hostname, port, SCHEMES[parts.scheme])
+
+
+def authority_key(url: str) -> bytes | None:
+    """A Stratum V2 URL's authority key (ValueError if it is not one); None for V1."""
+    parts = urlsplit(url)
+    return sv2_keys.authority_from_path(parts.path) if parts.scheme == sv2_keys.SCHEME else None
 
 
 def check_pools(pools: tuple[PoolSettings, ...], stratum: StratumSettings) -> None:
@@ -154,11 +169,12 @@ class _Pool:
         self.index = index
         self.settings = settings
         self.endpoint = parse_url(settings.url)
+        self.authority = authority_key(settings.url)  # Stratum V2 when set
         self.counters = PoolCounters()
         self.state = PoolState.STANDBY
         self.since = time.time()
         self.last_error = ""
-        self.session: StratumSession | None = None
+        self.session: PoolSession | None = None
         self.alive_at = 0.0
         self.failing = False  # failed since it was last alive: the pools below may connect
         self.delay_s = 0.0  # the backoff, doubling
@@ -182,6 +198,7 @@ class PoolManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[], None] = lambda: None,
+        hashrate: Callable[[], float] = lambda: 0.0,
     ) -> None:
         if not pools:
             raise ValueError("a pool manager needs at least one pool")
@@ -189,6 +206,7 @@ class PoolManager:
         self.work = work
         self._clock = clock
         self._on_change = on_change
+        self._hashrate = hashrate  # the rig's nominal H/s, for Stratum V2 channels
         self._pools = [_Pool(i, p) for i, p in enumerate(pools)]
         self._active: _Pool | None = None
         self._lost_at = clock()
@@ -273,7 +291,8 @@ class PoolManager:
             pool.redirect_port = None
         stage = "connecting"
         try:
-            session = StratumSession(
+            open_session = StratumSession if pool.authority is None else self._sv2_session(pool)
+            session = open_session(
                 endpoint,
                 user=pool.settings.user,
                 password=pool.settings.password,
@@ -333,7 +352,12 @@ class PoolManager:
         pool.set_state(PoolState.ALIVE)
         self._select()
 
-    def _work(self, pool: _Pool, session: StratumSession, clean: bool) -> None:
+    def _sv2_session(self, pool: _Pool) -> Callable[..., PoolSession]:
+        """Stratum V2 sessions take what V1 ones do, plus the pool's key and our hashrate."""
+        assert pool.authority is not None
+        return functools.partial(Sv2Session, authority_key=pool.authority, hashrate=self._hashrate)
+
+    def _work(self, pool: _Pool, session: PoolSession, clean: bool) -> None:
         if pool is self._active and session.template is not None:
             self.work.use(session.template, clean=clean)
 

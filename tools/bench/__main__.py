@@ -22,6 +22,7 @@ BENCHMARKS = [
     "api",
     "mining",
     "power",
+    "sv2",
 ]
 
 
