@@ -9,6 +9,7 @@ is called, so a simulation can run faster than real time and replay exactly.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from hashbay.tools.sim.physics import fan_noise_dba
@@ -60,6 +61,7 @@ class SimFan:
         self._stalled = False
         self._pulse_debt = 0.0
         self.pulses_emitted = 0
+        self.host_callbacks_cpu_s = 0.0
 
     # -- what the fan sees and does ----------------------------------------------------
 
@@ -126,9 +128,13 @@ class SimFan:
             return  # something drives the line itself; an open collector cannot override it
         if tach.when_changed is None:
             return  # nobody counts edges: each pulse ends where it began, so skip the work
+        started = time.thread_time()
         for _ in range(pulses):
             tach.drive_low()
             tach.drive_high()
+        # Driving a mock pin runs the host's edge callbacks right here: host work done on
+        # the simulator's thread, which a benchmark must count as the host's.
+        self.host_callbacks_cpu_s += time.thread_time() - started
 
     # -- faults ------------------------------------------------------------------------
 
