@@ -15,10 +15,8 @@ leaves the old profile or the new one, never half of one.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import structlog
 
 from hashbay.agent.autotune import BoardProfile, TunePoint
-from hashbay.agent.files import write_atomically
+from hashbay.agent.files import serial_file, write_atomically
 from hashbay.drivers.envelope import BoardLimits
 
 log = structlog.get_logger("hashbay.tune_store")
@@ -38,8 +36,6 @@ MAX_FILE_BYTES = 1 << 20
 MAX_POINTS = 256
 MAX_MODEL_CHARS = 64
 SUBDIR = "tune"
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class _Invalid(Exception):
@@ -73,10 +69,7 @@ class TuneStore:
 
     def path_for(self, serial: str) -> Path:
         """The file of a serial; serials are untrusted (EEPROM), so odd ones are hashed."""
-        if _SAFE_NAME.fullmatch(serial):
-            return self.directory / f"{serial}.json"
-        digest = hashlib.sha256(serial.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        return self.directory / f"serial-{digest}.json"
+        return serial_file(self.directory, serial)
 
     def save(
         self,
