@@ -213,7 +213,7 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:
+class RaisedWarning:
     """A raised warning: the trend it rests on, fitted at `fitted_s` (hashing time)."""
 
     chip: int
@@ -283,7 +283,7 @@ class PredictorState:
     bucket_s: float
     hashing_s: float
     windows: tuple[WindowState, ...]
-    warning: Warning | None
+    warning: RaisedWarning | None
     announced: tuple[tuple[int, float], ...]  # (chip, hashing time its warning last held)
     steps: tuple[StepSeen, ...]
 
@@ -397,7 +397,7 @@ class Predictor:
         self._stress_time = 0.0  # Σ stress·dt over the bucket
         self._board_v: float | None = None
         self._temp_c: float | None = None
-        self._warning: Warning | None = None
+        self._warning: RaisedWarning | None = None
         self._announced: dict[int, float] = {}
         self._steps: dict[int, StepSeen] = {}
         self._window_steps: dict[int, StepSeen] = {}  # found at the last judgement
@@ -582,7 +582,7 @@ class Predictor:
         s = self.settings
         now = self.hashing_s
         failure = s.failure_error_rate
-        best: Warning | None = None
+        best: RaisedWarning | None = None
         rising: tuple[int, Trend, float] | None = None
         rising_h = math.inf
         bucket_s = s.bucket_s
@@ -593,7 +593,7 @@ class Predictor:
         }
         for index, window in enumerate(self._windows):
             for chip, (trend, fitted_s) in window.trends.items():
-                candidate = Warning(
+                candidate = RaisedWarning(
                     chip,
                     trend.logit_now,
                     trend.slope_per_h,
@@ -622,12 +622,12 @@ class Predictor:
         self._rising = rising
         self._prediction = self._quiet()
 
-    def _raise(self, best: Warning | None, now: float) -> None:
+    def _raise(self, best: RaisedWarning | None, now: float) -> None:
         s = self.settings
         warning = self._warning
         if best is not None:
             if warning is not None:
-                best = Warning(
+                best = RaisedWarning(
                     best.chip,
                     best.logit_now,
                     best.slope_per_h,

@@ -35,8 +35,8 @@ from hashbay.agent.predict import (
     Predictor,
     PredictorState,
     PredictSettings,
+    RaisedWarning,
     StepSeen,
-    Warning,
     WindowState,
 )
 
@@ -331,9 +331,9 @@ def _window(raw: Any, chip_count: int, hashing_s: float, where: str) -> WindowSt
             mean.errors,
             array("d", (x * duration for x in mean.x_mhz)),
         )
-    elif partial_buckets:
-        raise _Invalid(f"{where} counts partial buckets but holds none")
-    return WindowState(span, points, partial, partial_buckets if partial is not None else 0)
+    if (partial is None) != (partial_buckets == 0):
+        raise _Invalid(f"{where}.partial and partial_buckets disagree")
+    return WindowState(span, points, partial, partial_buckets)
 
 
 def _point(raw: Any, chip_count: int, hashing_s: float, where: str) -> Evidence:
@@ -378,7 +378,7 @@ def _unpack(raw: Any, code: str, count: int, where: str) -> array[Any]:
     return values
 
 
-def _warning(raw: Any, chip_count: int, hashing_s: float) -> Warning | None:
+def _warning(raw: Any, chip_count: int, hashing_s: float) -> RaisedWarning | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -386,7 +386,7 @@ def _warning(raw: Any, chip_count: int, hashing_s: float) -> Warning | None:
     chip = raw.get("chip")
     if type(chip) is not int or not 0 <= chip < chip_count:
         raise _Invalid("warning.chip is not a chip of this module")
-    return Warning(
+    return RaisedWarning(
         chip=chip,
         logit_now=_number(raw, "logit_now", -MAX_LOGIT, MAX_LOGIT, where="warning"),
         slope_per_h=_number(

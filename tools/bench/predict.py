@@ -30,6 +30,7 @@ from hashbay.tools.bench.predict_scenarios import (
     curtailing,
     diurnal,
     interrupted,
+    restarting,
     retuning,
     run_board,
     steady,
@@ -114,6 +115,19 @@ def _scenarios() -> dict[str, tuple[Aging, Sequence[Healthy]]]:
 
         return run
 
+    def restarted(how: str) -> Healthy:
+        def run(seed: int) -> Outcome:
+            return with_store(
+                lambda directory: run_board(
+                    seed,
+                    schedule=restarting(6 * HOUR_S, 3.0, how, directory),
+                    book=True,
+                    store_dir=directory,
+                )
+            )
+
+        return run
+
     def stepped(*, tuned: bool) -> Healthy:
         def run(seed: int) -> Outcome:
             chip = aging_chip(seed)
@@ -144,9 +158,12 @@ def _scenarios() -> dict[str, tuple[Aging, Sequence[Healthy]]]:
             aging(schedule=curtailing(LEAD_LIMIT_S / DAY_S)),
             [healthy(schedule=curtailing(HEALTHY_DAYS, dt_s=60.0))],
         ),
-        "restart": (interrupted_by("restart"), []),
-        "slot_move": (interrupted_by("move"), []),
-        "warming": (aging(schedule=warming(LEAD_LIMIT_S, 1.5)), []),
+        "restart": (interrupted_by("restart"), [restarted("restart")]),
+        "slot_move": (interrupted_by("move"), [restarted("move")]),
+        "warming": (
+            aging(schedule=warming(LEAD_LIMIT_S, 1.5)),
+            [healthy(schedule=warming(2 * DAY_S, 1.5, 60.0, up_to_c=12.0), tuned=True)],
+        ),
         "step": (
             aging(schedule=stepping(STEP_NEIGHBOUR, 0.001, 0.03, 2 * HOUR_S, 1.0)),
             [stepped(tuned=False), stepped(tuned=True)],

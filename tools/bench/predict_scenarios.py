@@ -293,16 +293,33 @@ def curtailing(
     return run
 
 
-def warming(limit_s: float, per_h_c: float, dt_s: float = 30.0) -> Schedule:
-    """The board warms steadily while the chip ages (summer, dust on the fins)."""
+def warming(
+    limit_s: float, per_h_c: float, dt_s: float = 30.0, *, up_to_c: float = 40.0
+) -> Schedule:
+    """The board warms steadily (summer, dust on the fins), by at most `up_to_c`."""
 
     def run(watch: Watch) -> None:
         base_c = watch.board.board_temp_c
         start_s = watch.board.now_s
         while watch.board.now_s - start_s < limit_s and not watch.faulted:
             elapsed_h = (watch.board.now_s - start_s) / HOUR_S
-            watch.board.set_board_temp(base_c + per_h_c * elapsed_h)
+            watch.board.set_board_temp(base_c + min(up_to_c, per_h_c * elapsed_h))
             watch.hash(300.0, dt_s)
+
+    return run
+
+
+def restarting(every_s: float, days: float, how: str, store_dir: Path) -> Schedule:
+    """The agent restarts (or the module moves to another slot) every `every_s`."""
+
+    def run(watch: Watch) -> None:
+        end_s = watch.board.now_s + days * DAY_S
+        while watch.board.now_s < end_s and not watch.faulted:
+            watch.hash(min(every_s, end_s - watch.board.now_s), 60.0)
+            if how == "restart":
+                watch.restart_agent(store_dir)
+            else:
+                watch.move_slot()
 
     return run
 
