@@ -28,7 +28,7 @@ from hashbay.agent.poller import announce_ready, poll_hardware
 from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.pools import PoolManager, pool_views
 from hashbay.agent.power_service import PowerService
-from hashbay.agent.predict import Predictor
+from hashbay.agent.predict_store import PredictorBook, PredictStore
 from hashbay.agent.rig import Rig
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.slots import PowerBudget, Services, SlotController, SlotSettings, Tuning
@@ -120,6 +120,7 @@ class Agent:
             quiet_scale=self.thermal.power_scale,
             work_available=lambda: self.work.available,
         )
+        self.predictions = PredictorBook(config.predict, PredictStore(Path(config.agent.state_dir)))
         services = Services(
             call=self.rig.call,
             envelope=self.rig.envelope,
@@ -129,7 +130,7 @@ class Agent:
             clock=self.rig.clock,
             fans_stalled=self.rig.fans_stalled,
             health=self._health_model,
-            predictor=lambda identity: Predictor(config.predict, identity.chip_count),
+            predictions=self.predictions,
             on_change=self.mqtt_wake.set,
             director=self.power,
             protection=config.protection,

@@ -7,7 +7,9 @@ would otherwise be read back as garbage (or worse, as something else).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -40,3 +42,15 @@ def read_limited(path: Path, max_bytes: int) -> bytes:
     if len(raw) > max_bytes:
         raise ValueError(f"larger than {max_bytes} bytes")
     return raw
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def serial_file(directory: Path, serial: str, suffix: str = ".json") -> Path:
+    """The file kept for a module serial; serials are untrusted (EEPROM), so odd ones
+    are hashed into a name instead of becoming one."""
+    if _SAFE_NAME.fullmatch(serial):
+        return directory / f"{serial}{suffix}"
+    digest = hashlib.sha256(serial.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return directory / f"serial-{digest}{suffix}"

@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hashbay.agent.settings import setting
-from hashbay.agent.status import ChipSample, Health, HealthLevel, ModuleSample, Reason
+from hashbay.agent.status import (
+    ChipSample,
+    Health,
+    HealthLevel,
+    ModuleSample,
+    Prediction,
+    Reason,
+)
 from hashbay.drivers.errors import ConfigError
 
 CHIP_FAULT_ERROR_RATE = 0.30
@@ -128,6 +135,13 @@ class HealthSettings:
         "This share of chips not answering is a fault: the chain is breaking up.",
         min=0,
         max=1,
+    )
+    missing_confirm_polls: int = setting(
+        2,
+        "A chip the driver reports not answering counts as missing once it has missed this "
+        "many polls in a row: one late reply (a busy UART) is not a chain breaking up.",
+        min=1,
+        max=100,
     )
     chip_timeouts_warn: int = setting(
         3,
@@ -236,6 +250,22 @@ class HealthSettings:
     dcdc_penalty_max: float = setting(30.0, "Most points DC-DC heat can cost.", min=0, max=100)
     fan_penalty_each: float = setting(15.0, "Points each stalled fan costs.", min=0, max=100)
     fan_penalty_max: float = setting(45.0, "Most points stalled fans can cost.", min=0, max=100)
+    degrading_penalty: float = setting(
+        35.0,
+        "Points a predictive warning (a chip expected to fail) costs, so the module ranks "
+        "below healthy ones and shows DEGRADED while it still hashes.",
+        min=0,
+        max=100,
+    )
+    step_penalty_each: float = setting(
+        5.0,
+        "Points each chip costs whose error rate stepped up and stayed (a change, not aging).",
+        min=0,
+        max=100,
+    )
+    step_penalty_max: float = setting(
+        15.0, "Most points stepped-up chips together can cost.", min=0, max=100
+    )
     degraded_below: float = setting(70.0, "A score below this is DEGRADED.", min=0, max=100)
     recovered_at: float = setting(
         75.0,
@@ -387,7 +417,7 @@ class ChipCounters:
 class _Snapshot:
     """Totals at one moment: the window's far end is the oldest snapshot kept."""
 
-    at_s: float
+    at_s: float  # hashing time: how long the module had hashed by then
     nonces: list[int]
     errors: list[int]
     timeouts: list[int]
@@ -456,7 +486,11 @@ class _SensorWatch:
 
 
 class HealthModel:
-    """Health of one hashing module, fed every poll. Pure logic: no I/O, no clock."""
+    """Health of one hashing module, fed every poll. Pure logic: no I/O, no clock.
+
+    Rates are taken over hashing time: a module that slept (curtailed, unprofitable,
+    restarted) is judged on the time it hashed, so waking never reads as a shortfall.
+    """
 
     def __init__(
         self,
@@ -472,8 +506,10 @@ class HealthModel:
         self._snapshots: deque[_Snapshot] = deque()
         self._slice_s = settings.window_s / settings.window_slices
         self._expected_work = 0.0
+        self._hashing_s = 0.0
         self._last_at_s: float | None = None
         self._last_expected_hs = 0.0
+        self._answered_timeouts = [0] * chip_count  # each chip's timeouts when it last answered
         self._sensors: list[_SensorWatch] = []
         self._blind_since_s: float | None = None
         self._rail_v: deque[float] = deque(maxlen=5)
@@ -486,17 +522,22 @@ class HealthModel:
         self.board_v_target = board_v
         self._rail_v.clear()
 
-    def update(self, sample: ModuleSample) -> Health:
-        now = sample.at_s
+    def update(self, sample: ModuleSample, prediction: Prediction | None = None) -> Health:
+        """Score one poll; `prediction` (the predictor's word on this module) counts too."""
         counters = self._counters
         counters.absorb(sample.chips)
         if self._last_at_s is not None:
-            if now < self._last_at_s:
+            if sample.at_s < self._last_at_s:
                 self._snapshots.clear()  # the clock jumped back: start a fresh window
             else:
-                self._expected_work += self._last_expected_hs * (now - self._last_at_s)
-        self._last_at_s = now
+                hashed_s = sample.at_s - self._last_at_s
+                if sample.hashing_for_s is not None:  # the chain restarted since the last poll
+                    hashed_s = max(0.0, min(hashed_s, sample.hashing_for_s))
+                self._hashing_s += hashed_s
+                self._expected_work += self._last_expected_hs * hashed_s
+        self._last_at_s = sample.at_s
         self._last_expected_hs = max(0.0, sample.expected_hs)
+        now = self._hashing_s
         nonces, errors = counters.nonces, counters.errors
         reported = sum(nonces) + sum(errors)
         work = sum(counters.work)
@@ -527,11 +568,12 @@ class HealthModel:
         worst = self._judge_chip_errors(
             d_errors, nonces, base, span_s, reasons=reasons, faults=faults
         )
-        missing = self._missing_chips(sample, nonces, errors, reported)
+        missing = self._missing_chips(sample, counters.timeouts, nonces, errors, reported)
         self._judge_missing(missing, reasons, faults)
         self._judge_timeouts(counters.timeouts, base, missing, span_s, reasons)
         self._judge_temperatures(sample, reasons, faults)
         self._judge_rail(sample, reasons, faults)
+        self._judge_prediction(prediction, reasons)
         if sample.fans_stalled > 0:
             s = self.settings
             reasons.append(
@@ -670,12 +712,18 @@ class HealthModel:
     # -- chips answering -----------------------------------------------------------------
 
     def _missing_chips(
-        self, sample: ModuleSample, nonces: list[int], errors: list[int], reported: int
+        self,
+        sample: ModuleSample,
+        timeouts: list[int],
+        nonces: list[int],
+        errors: list[int],
+        reported: int,
     ) -> set[int]:
-        """Chips the driver could not reach, and chips that went quiet while their peers
-        kept finding nonces: silence is judged since the newest snapshot far enough back
-        for the peers to have averaged `silent_after_nonces` each."""
-        missing = {chip for chip in sample.missing_chips if 0 <= chip < self.chip_count}
+        """Chips the driver could not reach in `missing_confirm_polls` polls in a row, and
+        chips that went quiet while their peers kept finding nonces: silence is judged
+        since the newest snapshot far enough back for the peers to have averaged
+        `silent_after_nonces` each."""
+        missing = self._confirmed_missing(sample, timeouts)
         needed = self.settings.silent_after_nonces * self.chip_count
         for snap in reversed(self._snapshots):
             if reported - snap.reported >= needed:
@@ -685,6 +733,20 @@ class HealthModel:
                     missing.update(chip for chip, count in enumerate(since) if count == 0)
                 break
         return missing
+
+    def _confirmed_missing(self, sample: ModuleSample, timeouts: list[int]) -> set[int]:
+        """Each missed poll adds a timeout: a chip has missed as many polls in a row as it
+        has timeouts since the last poll it answered."""
+        absent = {chip for chip in sample.missing_chips if 0 <= chip < self.chip_count}
+        answered = self._answered_timeouts
+        if not absent:
+            self._answered_timeouts = timeouts  # never mutated: a reference is a snapshot
+            return set()
+        self._answered_timeouts = [
+            answered[chip] if chip in absent else count for chip, count in enumerate(timeouts)
+        ]
+        need = self.settings.missing_confirm_polls
+        return {chip for chip in absent if timeouts[chip] - answered[chip] >= need}
 
     def _judge_missing(
         self, missing: set[int], reasons: list[Reason], faults: list[Reason]
@@ -735,6 +797,33 @@ class HealthModel:
                 min(s.chip_timeout_penalty_max, s.chip_timeout_penalty_each * len(flaky)),
             )
         )
+
+    # -- what the predictor says ----------------------------------------------------------
+
+    def _judge_prediction(self, prediction: Prediction | None, reasons: list[Reason]) -> None:
+        if prediction is None:
+            return
+        s = self.settings
+        if prediction.degrading:
+            reasons.append(
+                Reason("degrading", f"expected to fail: {prediction.trend}", s.degrading_penalty)
+            )
+        steps = prediction.steps
+        if steps:
+            listed = ", ".join(
+                f"{st.chip} ({_pct(st.rate_before)} → {_pct(st.rate_after)})"
+                for st in steps[:CHIPS_LISTED]
+            )
+            extra = "…" if len(steps) > CHIPS_LISTED else ""
+            plural = len(steps) > 1
+            reasons.append(
+                Reason(
+                    "chip_error_step",
+                    f"{len(steps)} chip{'s' if plural else ''} whose error rate stepped up "
+                    f"and stayed (a change, not aging): {listed}{extra}",
+                    min(s.step_penalty_max, s.step_penalty_each * len(steps)),
+                )
+            )
 
     # -- heat and power ------------------------------------------------------------------
 

@@ -3,35 +3,59 @@ before the health model has to call it a fault.
 
 An aging chip loses timing margin steadily, so the share of its nonces that fail grows
 along a logistic curve in time: exponentially while it is small, saturating near one. The
-predictor counts each chip's reported nonces and errors in fixed time buckets, fits that
-curve to a chip's recent buckets by maximum likelihood (binomial counts, so a bucket with
-three errors weighs what three errors are worth), and extrapolates it to the failure
-rate. A warning needs all of: enough errors, a likelihood-ratio test that rejects "the
-rate is steady" far beyond what Poisson noise does across a fleet, a rate still rising in
-the latest part of the window, and a failure time within the horizon.
+predictor counts each chip's reported nonces and errors in buckets of hashing time, fits
+that curve to a chip's recent buckets by maximum likelihood (`predict_fit`), and
+extrapolates it to the failure rate. A warning needs all of: enough errors, a
+likelihood-ratio test that rejects "the rate is steady" far beyond what Poisson noise does
+across a fleet, a rate still rising in the latest part of the window, no window (however
+long) that a single jump explains far better, and a failure time within the horizon.
 
-A chip's error rate also moves for reasons that are not aging. When the autotuner moves
-its clock or the rail moves, the chip's (or the whole module's) evidence restarts. When the
-board warms or cools (a hot afternoon, the fan curve), the fit carries the board temperature
-as a second explanation beside time, so only the rise that heat does not explain counts.
-A rise that one jump explains far better than a trend is not taken for aging either.
+What else moves an error rate, and how it is kept apart from aging:
 
-Cheap: one O(chips) pass per bucket boundary plus a small fit for the few chips with
-enough errors; between boundaries an update only checks the counters for a restart.
+- The operating point. A chip errs once its clock passes its clean clock, which grows
+  with the overdrive above the chips' threshold voltage and shrinks as the board warms
+  (the simulator's physics, calibrated on public S19/S21 figures). Each bucket therefore
+  records every chip's *effective clock* x = clock / (overdrive share · thermal share):
+  the clock that would stress it as much at nominal voltage and 65 °C. The fit carries x
+  beside time with a bounded sensitivity, so throttling, power targets, profitability
+  moves and warm afternoons move the expected rate, and aging stays what time explains.
+  No evidence is thrown away when a clock changes.
+- Tuning. The tuner makes chips err on purpose; the slot says so (`skip`), the bucket
+  open when it started is closed, and nothing counted until it ends is evidence.
+- A jump. A rate that one step explains far better than a trend (in any window: the long
+  ones veto a short one's trend) is reported as a step, never as a time to failure.
+
+Time here is the module's own hashing time, so curtailment, sleep and restarts neither
+stretch nor dilute a trend, and `state()`/`restore()` carry the evidence, the warning and
+what was announced with the module's serial (`predict_store`) across agent restarts and
+slot moves.
+
+Cheap: each window keeps at most 25 points, built incrementally from buckets as they
+close (long windows from merged buckets); a window is judged when a point of its own
+completes, with vectorised passes over the chips, a short screen for the chips with
+enough errors and a small fit for the few that pass it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from array import array
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hashbay.agent.health import CHIP_FAULT_ERROR_RATE, ChipCounters
+from hashbay.agent.predict_fit import (
+    Point,
+    Trend,
+    best_step,
+    fit_logistic_trend,
+    rising_lately,
+    sigmoid,
+)
 from hashbay.agent.settings import scalars, setting
-from hashbay.agent.status import ModuleSample, Prediction
+from hashbay.agent.status import ErrorStep, ModuleSample, Prediction
 from hashbay.drivers.errors import ConfigError
 
 HOUR_S = 3600.0
@@ -40,11 +64,29 @@ MAX_FIT_POINTS = 24
 is no worse resolved at 1/24 of a window."""
 
 PRESCREEN_Z = 2.5
-"""How far the newest errors must stand out before a chip is worth a fit (see _rising_lately)."""
+"""How far the newest errors must stand out before a chip is worth a fit."""
 
-MAX_NEWTON_ROUNDS = 50
-MAX_SLOPE_PER_H = 20.0
-"""A fitted growth faster than e-fold every 3 minutes is a step, not a trend to extrapolate."""
+TREND_OVER_STEP = 0.0
+"""A trend is taken for aging only once it explains the errors better than any single jump
+does: right after a jump the two look alike, and a few more buckets tell them apart."""
+
+MIN_TREND_POINTS = 6
+"""Fewer points than this (a long window early on) cannot tell a trend from a jump."""
+
+CONFIRM_BUCKETS = 1
+"""A chip's trend warns once it still holds this many buckets after it first did (ten
+minutes at the default bucket): an exponential rise keeps rising, a jump stays flat."""
+
+FORGET_BUCKETS = 12
+"""A trend not seen again for this many buckets (an hour) must be confirmed afresh."""
+
+REFERENCE_TEMP_C = 65.0
+"""Board temperature at which the effective clock equals the clock."""
+
+MIN_OVERDRIVE = 0.05
+MIN_THERMAL = 0.5
+"""Floors of the two shares: a rail read near zero or a absurd temperature must not
+turn into an effective clock of millions of MHz."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,18 +96,12 @@ class PredictSettings:
 
     bucket_s: float = setting(
         300.0,
-        "Per-chip nonce and error counts are kept per bucket of this length: short enough "
-        "to follow a chip failing within hours, long enough for ~170 nonces per chip.",
+        "Per-chip nonce and error counts are kept per bucket of this much hashing time: "
+        "short enough to follow a chip failing within hours, long enough for ~170 nonces "
+        "per chip.",
         unit="s",
         min=10,
         max=86400,
-    )
-    history_s: float = setting(
-        48 * HOUR_S,
-        "Buckets are kept this long (memory: chips x 8 bytes per bucket).",
-        unit="s",
-        min=600,
-        max=30 * 86400,
     )
     horizon_s: float = setting(
         72 * HOUR_S,
@@ -82,8 +118,9 @@ class PredictSettings:
     )
     fit_windows_s: tuple[float, ...] = scalars(
         (2 * HOUR_S, 8 * HOUR_S, 24 * HOUR_S),
-        "Trends are fitted over each of these recent spans; the short one catches fast "
-        "failures early, the long ones slow aging whose rate barely moves in two hours.",
+        "Trends are fitted over each of these recent spans of hashing time; the short one "
+        "catches fast failures early, the long ones slow aging whose rate barely moves in "
+        "two hours, and a step that a long one sees vetoes a short one's trend.",
         unit="s",
         min=60,
         min_items=1,
@@ -106,267 +143,517 @@ class PredictSettings:
     step_preference_max: float = setting(
         6.0,
         "A chip whose errors one jump in rate explains better than a trend, by more than "
-        "this much log-likelihood (a factor e^6 = 400), is not aging: its rate changed "
-        "for another reason (a clock or rail change, a neighbour failing).",
+        "this much log-likelihood (a factor e^6 = 400), is not aging: its rate changed for "
+        "another reason (a neighbour failing, a connector). It is reported as a step.",
         min=0,
         max=1000,
     )
-    temp_coefficient_prior: float = setting(
-        0.3,
-        "How much a degree of board temperature may plausibly move the logit of a chip's "
-        "error rate (the physics: 0.1-0.26 per °C); a prior that keeps heat from explaining "
-        "away a trend that time explains better.",
-        unit="1/°C",
+    clock_sensitivity_max: float = setting(
+        0.35,
+        "Most a chip's error rate may grow with its effective clock, in logit per MHz: "
+        "past its clean clock a chip's errors grow e-fold every 3-8 MHz (0.12-0.33). It "
+        "bounds how much a clock, rail or temperature change can explain, so warming that "
+        "comes with aging does not hide it.",
+        unit="1/MHz",
         min=0.01,
         max=10,
     )
+    thermal_derate_per_c: float = setting(
+        0.0015,
+        "Share of a chip's clean clock lost per °C of board temperature above 65 °C "
+        "(gained below it): heat slows the gates.",
+        unit="1/°C",
+        min=0,
+        max=0.05,
+    )
+    threshold_share: float = setting(
+        0.69,
+        "The chips' threshold voltage as a share of their nominal voltage: the clean "
+        "clock grows with the overdrive above it (BM1366/68/70: 0.68-0.71).",
+        min=0,
+        max=0.95,
+    )
     hold_s: float = setting(
         3600.0,
-        "A raised warning stays up this long after its evidence last held, so one noisy "
-        "bucket does not clear and re-raise it.",
+        "A raised warning (or a reported step) stays up this long after its evidence last "
+        "held, so one noisy bucket does not clear and re-raise it.",
         unit="s",
         min=0,
         max=7 * 86400,
     )
-    freq_tolerance_mhz: float = setting(
-        1.0,
-        "A chip clock change beyond this restarts that chip's evidence.",
-        unit="MHz",
-        min=0,
-        max=1000,
-    )
-    board_v_tolerance: float = setting(
-        0.02,
-        "A rail voltage change beyond this share restarts every chip's evidence.",
-        min=0,
-        max=1,
+    save_interval_s: float = setting(
+        900.0,
+        "A hashing module's predictor state (evidence, trend, warning) is written under "
+        "its serial this often, and when it stops: a power cut loses at most this much.",
+        unit="s",
+        min=10,
+        max=86400,
     )
 
     def __post_init__(self) -> None:
         shortest = 3 * self.bucket_s
         for window_s in self.fit_windows_s:
-            if not shortest <= window_s <= self.history_s:
+            if window_s < shortest:
                 raise ConfigError(
                     f"predict: fit window {window_s:g} s must span at least three buckets "
-                    f"({shortest:g} s) and at most history_s ({self.history_s:g} s)"
+                    f"({shortest:g} s)"
                 )
 
 
 @dataclass(frozen=True, slots=True)
-class _Bucket:
+class Evidence:
+    """One point of a window: counts over [start_s, end_s) of hashing time, and each
+    chip's effective clock over it (MHz, time-weighted)."""
+
     start_s: float
     end_s: float
-    temp_c: float  # mean board temperature over the bucket (last known if none was read)
     reported: array[int]
     errors: array[int]
-
-
-Point = tuple[float, float, int, int]
-"""(hours relative to now, board temperature °C, nonces reported, of which errors)."""
-
-Row = tuple[int, int, Sequence[float]]
-"""(trials, errors, features) of one point in a regression."""
+    x_mhz: array[float]
 
 
 @dataclass(frozen=True, slots=True)
-class Trend:
-    """logit(error rate) = logit_now + slope·t (hours from now) + per_c·(temp - latest temp)."""
+class RaisedWarning:
+    """A raised warning: the trend it rests on, fitted at `fitted_s` (hashing time)."""
 
+    chip: int
     logit_now: float
     slope_per_h: float
     slope_se_per_h: float
-    per_c: float
-    likelihood_ratio: float  # the trend against the same model without it
-    log_likelihood: float
+    fitted_s: float
+    raised_s: float
+    held_s: float
 
-
-@dataclass(frozen=True, slots=True)
-class _Fit:
-    chip: int
-    trend: Trend
-    errors: int
-    step_preference: float  # log-likelihood of the best single jump minus the trend's
-
-    def hours_to(self, rate: float) -> float:
-        """Time until the rate reaches `rate` if the board stays at its current temperature."""
+    def hours_to(self, rate: float, now_s: float) -> float:
+        """Time until the rate reaches `rate` at the current operating point."""
         target = math.log(rate / (1.0 - rate)) if rate < 1 else math.inf
-        if self.trend.logit_now >= target:
+        logit = self.logit_now + self.slope_per_h * (now_s - self.fitted_s) / HOUR_S
+        if logit >= target:
             return 0.0
-        return (target - self.trend.logit_now) / self.trend.slope_per_h
+        return (target - logit) / self.slope_per_h
 
     @property
     def rate_now(self) -> float:
-        return _sigmoid(self.trend.logit_now)
+        return sigmoid(self.logit_now)
 
     @property
     def doubling_h(self) -> float:
-        growth = self.trend.slope_per_h * (1.0 - self.rate_now)  # d ln(rate)/dt of a logistic
+        growth = self.slope_per_h * (1.0 - self.rate_now)  # d ln(rate)/dt of a logistic
         return math.log(2.0) / growth if growth > 0 else math.inf
 
     @property
     def confidence(self) -> float:
         """1 - relative uncertainty of the growth rate: 0.8 when it is known to ±20 %."""
-        return max(0.0, min(1.0, 1.0 - self.trend.slope_se_per_h / self.trend.slope_per_h))
+        return max(0.0, min(1.0, 1.0 - self.slope_se_per_h / self.slope_per_h))
+
+
+@dataclass(frozen=True, slots=True)
+class StepSeen:
+    """A chip whose rate jumped: the rates either side, last confirmed at `held_s`."""
+
+    chip: int
+    rate_before: float
+    rate_after: float
+    held_s: float
+
+
+@dataclass(slots=True)
+class Work:
+    """What the predictor has done so far: its cost, counted independently of how busy
+    the machine is (the bench times it too)."""
+
+    screened: int = 0  # chips screened in a window
+    points: int = 0  # points those screens looked at
+    fitted: int = 0  # trends fitted
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    span_buckets: int
+    points: tuple[Evidence, ...]
+    partial: Evidence | None
+    partial_buckets: int
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorState:
+    """Everything worth keeping across a restart or a slot move (see predict_store)."""
+
+    chip_count: int
+    bucket_s: float
+    hashing_s: float
+    windows: tuple[WindowState, ...]
+    warning: RaisedWarning | None
+    announced: tuple[tuple[int, float], ...]  # (chip, hashing time its warning last held)
+    steps: tuple[StepSeen, ...]
+
+
+class _Window:
+    """One fit window: its points (merged buckets), newest last, and their error sums."""
+
+    def __init__(self, span_buckets: int, chip_count: int) -> None:
+        self.span_buckets = span_buckets
+        self.group = max(1, math.ceil(span_buckets / MAX_FIT_POINTS))
+        self.size = max(3, math.ceil(span_buckets / self.group))
+        self.chip_count = chip_count
+        self.points: deque[Evidence] = deque()
+        self.error_sums = [0] * chip_count
+        self.partial: Evidence | None = None  # x_mhz holds Σ x·dt until completed
+        self.partial_buckets = 0
+        self.trends: dict[int, tuple[Trend, float]] = {}  # chip: (rising fit, fitted at)
+
+    def add(self, bucket: Evidence) -> bool:
+        """Take a closed bucket; True when it completed a point."""
+        if self.group == 1:
+            self._push(bucket)
+            return True
+        duration = bucket.end_s - bucket.start_s
+        weighted = array("d", (x * duration for x in bucket.x_mhz))
+        partial = self.partial
+        if partial is None:
+            self.partial = Evidence(
+                bucket.start_s, bucket.end_s, bucket.reported, bucket.errors, weighted
+            )
+        else:
+            add = operator.add
+            self.partial = Evidence(
+                partial.start_s,
+                bucket.end_s,
+                array("I", map(add, partial.reported, bucket.reported)),
+                array("I", map(add, partial.errors, bucket.errors)),
+                array("d", map(add, partial.x_mhz, weighted)),
+            )
+        self.partial_buckets += 1
+        if self.partial_buckets < self.group:
+            return False
+        self._push(self._completed(self.partial))
+        self.partial, self.partial_buckets = None, 0
+        return True
+
+    def _completed(self, partial: Evidence) -> Evidence:
+        duration = partial.end_s - partial.start_s
+        scale = 1.0 / duration if duration > 0 else 0.0
+        return Evidence(
+            partial.start_s,
+            partial.end_s,
+            partial.reported,
+            partial.errors,
+            array("d", (x * scale for x in partial.x_mhz)),
+        )
+
+    def _push(self, point: Evidence) -> None:
+        if len(self.points) == self.size:
+            old = self.points.popleft()
+            self.error_sums = list(map(operator.sub, self.error_sums, old.errors))
+        self.points.append(point)
+        self.error_sums = list(map(operator.add, self.error_sums, point.errors))
+
+    def with_partial(self) -> list[Evidence]:
+        """The points, plus the one being filled: a window as it stands right now."""
+        points = list(self.points)
+        if self.partial is not None and self.partial.end_s > self.partial.start_s:
+            points.append(self._completed(self.partial))
+        return points
+
+    def state(self) -> WindowState:
+        return WindowState(
+            self.span_buckets, tuple(self.points), self.partial, self.partial_buckets
+        )
+
+    def restore(self, state: WindowState) -> None:
+        for point in state.points[-self.size :]:
+            self._push(point)
+        if state.partial_buckets < self.group:
+            self.partial, self.partial_buckets = state.partial, state.partial_buckets
 
 
 class Predictor:
-    """Degradation trends of one hashing module, fed every poll. Pure logic: no I/O."""
+    """Degradation trends of one module, fed every poll while it hashes. Pure logic."""
 
-    def __init__(self, settings: PredictSettings, chip_count: int) -> None:
+    def __init__(
+        self,
+        settings: PredictSettings,
+        chip_count: int,
+        *,
+        nominal_board_v: float | None = None,
+    ) -> None:
         self.settings = settings
         self.chip_count = chip_count
+        self.nominal_board_v = nominal_board_v
         self._counters = ChipCounters(chip_count)
-        self._windows = sorted(
-            {max(3, round(w / settings.bucket_s)) for w in settings.fit_windows_s}
-        )
-        self._buckets: deque[_Bucket] = deque(
-            maxlen=max(math.ceil(settings.history_s / settings.bucket_s), self._windows[-1] + 1)
-        )
-        self._window_errors = [[0] * chip_count for _ in self._windows]
-        self._bucket_start_s: float | None = None
-        self._at_start: tuple[list[int], list[int]] = ([0] * chip_count, [0] * chip_count)
-        self._temp_sum_c = 0.0
-        self._temp_count = 0
-        self._temp_c = 0.0  # last known board temperature; 0 until one is read
-        self._since_s = [-math.inf] * chip_count  # each chip's evidence starts here
-        self._freqs: list[float] = []
-        self._freq_refs: list[float] = []
-        self._board_v_ref: float | None = None
-        self._warning: _Fit | None = None
-        self._warning_at_s = 0.0
+        spans = sorted({max(3, round(w / settings.bucket_s)) for w in settings.fit_windows_s})
+        self._windows = [_Window(span, chip_count) for span in spans]
+        self.hashing_s = 0.0
+        self._last_at_s: float | None = None
+        self._baseline = True  # the next update only sets where counting starts
+        self._retuned = False  # tuned since the last update: the evidence restarts
+        self._seen: tuple[list[int], list[int]] = ([0] * chip_count, [0] * chip_count)
+        self._at_start: tuple[list[int], list[int]] = self._seen
+        self._bucket_start_s = 0.0
+        self._freqs: list[float] = [0.0] * chip_count
+        self._freq_time: list[float] = [0.0] * chip_count  # Σ clock·dt over the bucket
+        self._freq_since_s = 0.0
+        self._stress = 1.0  # 1 / (overdrive share · thermal share), now
+        self._stress_time = 0.0  # Σ stress·dt over the bucket
+        self._board_v: float | None = None
+        self._temp_c: float | None = None
+        self._warning: RaisedWarning | None = None
+        self._announced: dict[int, float] = {}
+        self._steps: dict[int, StepSeen] = {}
+        self._window_steps: dict[int, StepSeen] = {}  # found at the last judgement
+        self._rising: tuple[int, Trend, float] | None = None
+        self._candidates: dict[int, tuple[float, float]] = {}  # chip: (first, last) seen
+        self.newly_raised = False
+        self.work = Work()
         self._prediction = Prediction(False, None, "collecting data")
 
+    # -- feeding -------------------------------------------------------------------------
+
     def update(self, sample: ModuleSample) -> Prediction:
-        now = sample.at_s
+        """One poll of the hashing module."""
+        self.newly_raised = False
         counters = self._counters
         counters.absorb(sample.chips)
-        self._watch_operating_point(sample)
-        readable = [t for t in sample.temps_c if t is not None]
+        now = sample.at_s
+        last, self._last_at_s = self._last_at_s, now
+        dt = 0.0
+        if last is not None and now >= last:
+            dt = now - last
+            if sample.hashing_for_s is not None:  # the chain restarted since the last poll
+                dt = max(0.0, min(dt, sample.hashing_for_s))
+        self.hashing_s += dt
+        if self._baseline or last is None or now < last:
+            if self._retuned:
+                self._forget_evidence()
+            self._baseline = False
+            self._seen = self._at_start = (counters.nonces, counters.errors)
+            self._bucket_start_s = self._freq_since_s = self.hashing_s
+            self._freq_time = [0.0] * self.chip_count
+            self._stress_time = 0.0
+            self._follow_point(sample)
+            return self._current()
+        self._stress_time += self._stress * dt
+        self._follow_point(sample)
+        self._seen = (counters.nonces, counters.errors)
+        if self.hashing_s - self._bucket_start_s >= self.settings.bucket_s:
+            self._close_bucket()
+        return self._current()
+
+    def skip(self, sample: ModuleSample) -> None:
+        """A poll while the chips are being tuned: they err on purpose, so nothing counted
+        from here until the next `update` is evidence. The tuner then sets every chip
+        afresh against its own edge, so a chip's rate before and after says nothing about
+        aging: the evidence restarts when hashing resumes (a raised warning is held)."""
+        self.newly_raised = False
+        self._counters.absorb(sample.chips)
+        last, self._last_at_s = self._last_at_s, sample.at_s
+        self._baseline = self._retuned = True
+        if last is not None and sample.at_s > last:
+            dt = sample.at_s - last
+            if sample.hashing_for_s is not None:
+                dt = max(0.0, min(dt, sample.hashing_for_s))
+            self.hashing_s += dt  # the chips age while they are tuned
+
+    def _forget_evidence(self) -> None:
+        self._retuned = False
+        self._windows = [_Window(w.span_buckets, self.chip_count) for w in self._windows]
+        self._candidates, self._window_steps, self._steps = {}, {}, {}
+        self._rising = None
+        if self._warning is None:
+            self._prediction = Prediction(False, None, "collecting data")
+
+    def _follow_point(self, sample: ModuleSample) -> None:
+        """Track the clocks, rail and temperature: the operating point's stress."""
+        freqs = [chip.freq_mhz for chip in sample.chips[: self.chip_count]]
+        if freqs != self._freqs[: len(freqs)]:
+            self._flush_freqs()
+            self._freqs = (freqs + self._freqs[len(freqs) :])[: self.chip_count]
+        if sample.board_v is not None and sample.board_v > 0 and math.isfinite(sample.board_v):
+            self._board_v = sample.board_v
+            if self.nominal_board_v is None:
+                self.nominal_board_v = sample.board_v
+        readable = [t for t in sample.temps_c if t is not None and math.isfinite(t)]
         if readable:
-            self._temp_sum_c += sum(readable) / len(readable)
-            self._temp_count += 1
-        if self._bucket_start_s is None or now < self._bucket_start_s:
-            self._bucket_start_s = now
-            self._at_start = (counters.nonces, counters.errors)
-            return self._current(now)
-        if now - self._bucket_start_s >= self.settings.bucket_s:
-            self._close_bucket(now)
-            self._evaluate(now)
-        return self._current(now)
+            self._temp_c = sum(readable) / len(readable)
+        self._stress = self._stress_factor()
+
+    def _stress_factor(self) -> float:
+        return stress_factor(self._board_v, self.nominal_board_v, self._temp_c, self.settings)
+
+    def _flush_freqs(self) -> None:
+        span = self.hashing_s - self._freq_since_s
+        if span > 0:
+            self._freq_time = [
+                t + f * span for t, f in zip(self._freq_time, self._freqs, strict=True)
+            ]
+        self._freq_since_s = self.hashing_s
 
     # -- evidence ------------------------------------------------------------------------
 
-    def _watch_operating_point(self, sample: ModuleSample) -> None:
-        """Restart the evidence of chips whose clock moved, or of all chips if the rail
-        moved: their error rates change for reasons that are not aging."""
-        now = sample.at_s
-        freqs = [chip.freq_mhz for chip in sample.chips]
-        if freqs != self._freqs:
-            refs = self._freq_refs
-            if len(refs) != len(freqs):
-                self._freq_refs = refs = (freqs + refs[len(freqs) :])[: self.chip_count]
-            tolerance = self.settings.freq_tolerance_mhz
-            for chip, freq in enumerate(freqs[: self.chip_count]):
-                if abs(freq - refs[chip]) > tolerance:
-                    refs[chip] = freq
-                    self._since_s[chip] = now
-            self._freqs = freqs
-        board_v = sample.board_v
-        if board_v is not None and board_v > 0:
-            ref = self._board_v_ref
-            if ref is None:
-                self._board_v_ref = board_v
-            elif abs(board_v - ref) > self.settings.board_v_tolerance * ref:
-                self._board_v_ref = board_v
-                self._since_s = [now] * self.chip_count
-
-    def _close_bucket(self, now: float) -> None:
-        counters = self._counters
-        nonces, errors = counters.nonces, counters.errors
+    def _close_bucket(self) -> None:
+        start, end = self._bucket_start_s, self.hashing_s
+        duration = end - start
+        self._flush_freqs()
+        nonces, errors = self._seen
         old_nonces, old_errors = self._at_start
-        d_errors = list(map(operator.sub, errors, old_errors))
-        d_nonces = map(operator.sub, nonces, old_nonces)
-        reported = array("I", map(operator.add, d_nonces, d_errors))
-        if self._temp_count:
-            self._temp_c = self._temp_sum_c / self._temp_count
-        self._temp_sum_c, self._temp_count = 0.0, 0
-        assert self._bucket_start_s is not None
-        buckets = self._buckets
-        buckets.append(
-            _Bucket(self._bucket_start_s, now, self._temp_c, reported, array("I", d_errors))
-        )
-        for index, count in enumerate(self._windows):
-            sums = list(map(operator.add, self._window_errors[index], d_errors))
-            if len(buckets) > count:
-                sums = list(map(operator.sub, sums, buckets[-count - 1].errors))
-            self._window_errors[index] = sums
-        self._bucket_start_s = now
-        self._at_start = (nonces, errors)
+        d_errors = array("I", map(operator.sub, errors, old_errors))
+        reported = array("I", map(operator.add, map(operator.sub, nonces, old_nonces), d_errors))
+        if duration > 0:
+            stress = self._stress_time / duration
+            scale = stress / duration
+            x_mhz = array("d", (t * scale for t in self._freq_time))
+        else:
+            x_mhz = array("d", (f * self._stress for f in self._freqs))
+        self._at_start = self._seen
+        self._bucket_start_s = self._freq_since_s = end
+        self._freq_time = [0.0] * self.chip_count
+        self._stress_time = 0.0
+        if duration <= 0 or not any(reported):
+            return
+        bucket = Evidence(start, end, reported, d_errors, x_mhz)
+        judged = [window for window in self._windows if window.add(bucket)]
+        if judged:
+            for window in judged:
+                self._judge(window)
+            self._decide()
 
-    def _evaluate(self, now: float) -> None:
-        s = self.settings
-        buckets = list(self._buckets)
-        failure = s.failure_error_rate
-        best: _Fit | None = None
-        rising: _Fit | None = None
-        for count, errors in zip(self._windows, self._window_errors, strict=True):
-            recent = buckets[-count:]
-            if len(recent) < 3:
-                continue
-            for chip in [c for c, total in enumerate(errors) if total >= s.min_errors]:
-                fit = self._fit_chip(chip, recent, now)
-                if fit is None or fit.trend.likelihood_ratio < s.min_likelihood_ratio:
-                    continue
-                if fit.step_preference > s.step_preference_max:
-                    continue  # one jump explains this window better than a trend
-                if rising is None or fit.hours_to(failure) < rising.hours_to(failure):
-                    rising = fit
-                if fit.hours_to(failure) * HOUR_S <= s.horizon_s and (
-                    best is None or fit.hours_to(failure) < best.hours_to(failure)
-                ):
-                    best = fit
-        if best is not None:
-            self._warning, self._warning_at_s = best, now
-        elif self._warning is not None and now - self._warning_at_s > s.hold_s:
-            self._warning = None
-        if self._warning is None:
-            self._prediction = self._quiet(rising)
-
-    def _fit_chip(self, chip: int, recent: list[_Bucket], now: float) -> _Fit | None:
-        since = self._since_s[chip]
-        points: list[Point] = [
-            (
-                (0.5 * (b.start_s + b.end_s) - now) / HOUR_S,
-                b.temp_c,
-                b.reported[chip],
-                b.errors[chip],
-            )
-            for b in recent
-            if b.start_s >= since and b.reported[chip]
-        ]
+    def _judge(self, window: _Window) -> None:
+        """Fit the chips of one window that have enough errors and rise lately."""
+        window.trends = {}
+        points = list(window.points)
         if len(points) < 3:
+            return
+        s = self.settings
+        now = self.hashing_s
+        enough = [total >= s.min_errors for total in window.error_sums]
+        for chip in itertools.compress(range(self.chip_count), enough):
+            verdict = self._verdict(chip, points, now)
+            if isinstance(verdict, Trend):
+                window.trends[chip] = (verdict, now)
+            elif verdict is not None:
+                self._window_steps[chip] = verdict
+
+    def _verdict(self, chip: int, evidence: list[Evidence], now: float) -> Trend | StepSeen | None:
+        """A rising trend, a step, or nothing worth saying about one chip in one window."""
+        s = self.settings
+        points: list[Point] = [
+            ((0.5 * (p.start_s + p.end_s) - now) / HOUR_S, p.x_mhz[chip], n, p.errors[chip])
+            for p in evidence
+            if (n := p.reported[chip])
+        ]
+        if len(points) < 3 or sum(p[3] for p in points) < s.min_errors:
             return None
-        errors = sum(p[3] for p in points)
-        if errors < self.settings.min_errors:
+        work = self.work
+        work.screened += 1
+        work.points += len(points)
+        if not rising_lately(points, PRESCREEN_Z, s.clock_sensitivity_max):
             return None
-        if not _rising_lately(points, errors, PRESCREEN_Z):
-            return None
-        merged = _merge(points, MAX_FIT_POINTS)
-        trend = fit_logistic_trend(merged, self.settings.temp_coefficient_prior)
+        work.fitted += 1
+        trend = fit_logistic_trend(points, s.clock_sensitivity_max, s.clock_sensitivity_max)
         if trend is None or trend.slope_per_h <= 0:
             return None
-        step = best_step_log_likelihood(merged) - trend.log_likelihood
-        return _Fit(chip, trend, errors, step_preference=step)
+        if trend.likelihood_ratio < s.min_likelihood_ratio:
+            return None
+        step = best_step(points, trend.steady_per_mhz)
+        preference = step.log_likelihood - trend.log_likelihood
+        if preference > s.step_preference_max:
+            if step.rate_after > step.rate_before:
+                return StepSeen(chip, step.rate_before, step.rate_after, now)
+            return None
+        if preference > TREND_OVER_STEP or len(points) < MIN_TREND_POINTS:
+            return None  # a jump explains it as well: too early to call it aging
+        return trend
+
+    def _vetoed(self, chip: int, below: int) -> bool:
+        """Whether any window longer than the `below`-th prefers a step for `chip` right
+        now: a trend that a longer view shows to be one jump is not aging."""
+        if chip in self._window_steps or chip in self._steps:
+            return True
+        now = self.hashing_s
+        for window in self._windows[below + 1 :]:
+            verdict = self._verdict(chip, window.with_partial(), now)
+            if isinstance(verdict, StepSeen):
+                self._window_steps[chip] = verdict
+                return True
+        return False
+
+    def _decide(self) -> None:
+        """From every window's latest fits: the warning, the steps, the quiet words."""
+        s = self.settings
+        now = self.hashing_s
+        failure = s.failure_error_rate
+        best: RaisedWarning | None = None
+        rising: tuple[int, Trend, float] | None = None
+        rising_h = math.inf
+        bucket_s = s.bucket_s
+        self._candidates = {
+            chip: seen
+            for chip, seen in self._candidates.items()
+            if now - seen[1] <= FORGET_BUCKETS * bucket_s
+        }
+        for index, window in enumerate(self._windows):
+            for chip, (trend, fitted_s) in window.trends.items():
+                candidate = RaisedWarning(
+                    chip,
+                    trend.logit_now,
+                    trend.slope_per_h,
+                    trend.slope_se_per_h,
+                    fitted_s,
+                    raised_s=now,
+                    held_s=now,
+                )
+                hours = candidate.hours_to(failure, now)
+                if hours * HOUR_S > s.horizon_s:
+                    if hours < rising_h:
+                        rising, rising_h = (chip, trend, fitted_s), hours
+                    continue
+                if self._vetoed(chip, index):
+                    continue
+                first_s = self._candidates.get(chip, (now, now))[0]
+                self._candidates[chip] = (first_s, now)
+                confirmed = now - first_s >= CONFIRM_BUCKETS * bucket_s - 1e-6 or self._warning
+                if confirmed and (best is None or hours < best.hours_to(failure, now)):
+                    best = candidate
+        for chip, step in self._window_steps.items():
+            self._steps[chip] = step
+        self._window_steps = {}
+        self._steps = {c: st for c, st in self._steps.items() if now - st.held_s <= s.hold_s}
+        self._raise(best, now)
+        self._rising = rising
+        self._prediction = self._quiet()
+
+    def _raise(self, best: RaisedWarning | None, now: float) -> None:
+        s = self.settings
+        warning = self._warning
+        if best is not None:
+            if warning is not None:
+                best = RaisedWarning(
+                    best.chip,
+                    best.logit_now,
+                    best.slope_per_h,
+                    best.slope_se_per_h,
+                    best.fitted_s,
+                    raised_s=warning.raised_s,
+                    held_s=now,
+                )
+            else:
+                since = self._announced.get(best.chip)
+                longest = max(s.fit_windows_s)
+                if since is None or now - since > longest:
+                    self.newly_raised = True  # not a trend already told about
+            self._warning = best
+            self._announced[best.chip] = now
+        elif warning is not None and now - warning.held_s > s.hold_s:
+            self._warning = None
 
     # -- what to say ---------------------------------------------------------------------
 
-    def _current(self, now: float) -> Prediction:
+    def _current(self) -> Prediction:
         warning = self._warning
         if warning is None:
             return self._prediction
         s = self.settings
-        elapsed_h = (now - self._warning_at_s) / HOUR_S
-        hours = max(0.0, warning.hours_to(s.failure_error_rate) - elapsed_h)
+        hours = warning.hours_to(s.failure_error_rate, self.hashing_s)
         failure = f"failure ({_pct(s.failure_error_rate)} errors) expected " + (
             "now" if hours <= 0 else f"in ~{_hours(hours)}"
         )
@@ -379,230 +666,91 @@ class Predictor:
             ),
             chip=warning.chip,
             confidence=round(warning.confidence, 3),
+            steps=self._step_list(),
         )
 
-    def _quiet(self, rising: _Fit | None) -> Prediction:
-        if len(self._buckets) < 3:
-            return Prediction(False, None, "collecting data")
+    def _step_list(self) -> tuple[ErrorStep, ...]:
+        steps = sorted(self._steps.values(), key=lambda st: (-st.rate_after, st.chip))
+        return tuple(
+            ErrorStep(st.chip, round(st.rate_before, 6), round(st.rate_after, 6)) for st in steps
+        )
+
+    def _quiet(self) -> Prediction:
+        steps = self._step_list()
+        if all(len(w.points) < 3 for w in self._windows):
+            return Prediction(False, None, "collecting data", steps=steps)
+        rising = self._rising
         if rising is None:
-            return Prediction(False, None, "no chip's error rate is rising")
+            text = "no chip's error rate is rising"
+            if steps:
+                text += f"; chip {steps[0].chip}'s error rate stepped up (not aging)"
+            return Prediction(False, None, text, steps=steps)
+        chip, trend, _ = rising
+        growth = trend.slope_per_h * (1.0 - sigmoid(trend.logit_now))
+        doubling = math.log(2.0) / growth if growth > 0 else math.inf
         return Prediction(
             degrading=False,
             time_to_failure_s=None,
             trend=(
-                f"error rate of chip {rising.chip} rising (doubling every "
-                f"{_hours(rising.doubling_h)}) but no failure expected within "
-                f"{_hours(self.settings.horizon_s / HOUR_S)}"
+                f"error rate of chip {chip} rising (doubling every {_hours(doubling)}) but no "
+                f"failure expected within {_hours(self.settings.horizon_s / HOUR_S)}"
             ),
-            chip=rising.chip,
+            chip=chip,
+            steps=steps,
         )
 
+    # -- carrying it with the module -----------------------------------------------------
 
-def fit_logistic_trend(points: list[Point], temp_prior: float = 0.3) -> Trend | None:
-    """Maximum-likelihood trend of a chip's error rate in time, with heat as a covariate.
-
-    Fits logit(rate) = a + b·t + c·temp to binomial counts, and the same without b; the
-    likelihood ratio of the two says how much better time explains the errors than heat
-    and chance do. `c` has a normal prior of width `temp_prior` per °C: without the board
-    warming, `c` stays near zero instead of fitting noise. Returns None when the data
-    cannot carry a trend (no errors, all errors, no spread in time, a jump too sharp to
-    extrapolate).
-    """
-    trials = sum(p[2] for p in points)
-    errors = sum(p[3] for p in points)
-    if trials <= 0 or errors <= 0 or errors >= trials:
-        return None
-    t_mean = sum(p[0] * p[2] for p in points) / trials
-    temp_mean = sum(p[1] * p[2] for p in points) / trials
-    rows: list[Row] = [(n, e, (1.0, t - t_mean, temp - temp_mean)) for t, temp, n, e in points]
-    ridge = 1.0 / temp_prior**2
-    p0 = errors / trials
-    logit0 = math.log(p0 / (1.0 - p0))
-    full = _newton(rows, [logit0, 0.0, 0.0], [0.0, 0.0, ridge])
-    if full is None:
-        return None
-    beta, slope_var, penalised = full
-    null_rows: list[Row] = [(n, e, (f[0], f[2])) for n, e, f in rows]
-    null = _newton(null_rows, [logit0, 0.0], [0.0, ridge])
-    if null is None:
-        return None
-    a, b, c = beta
-    latest = max(points)  # the newest point: its time and temperature are "now"
-    return Trend(
-        logit_now=a + b * (0.0 - t_mean) + c * (latest[1] - temp_mean),
-        slope_per_h=b,
-        slope_se_per_h=math.sqrt(slope_var),
-        per_c=c,
-        likelihood_ratio=max(0.0, 2.0 * (penalised - null[2])),
-        log_likelihood=_log_likelihood(rows, beta),
-    )
-
-
-def _newton(
-    rows: Sequence[Row], beta: list[float], ridge: list[float]
-) -> tuple[list[float], float, float] | None:
-    """Penalised logistic regression by Newton's method with step halving (the objective
-    is concave, so it converges in a handful of rounds). Returns the coefficients, the
-    variance of the second one, and the penalised log-likelihood."""
-    k = len(beta)
-    best = _log_likelihood(rows, beta) - _penalty(beta, ridge)
-    for _ in range(MAX_NEWTON_ROUNDS):
-        grad, hess = _gradient_hessian(rows, beta, ridge)
-        delta = _solve(hess, grad)
-        if delta is None:
-            return None
-        scale = 1.0
-        for _ in range(30):
-            trial_beta = [b + scale * d for b, d in zip(beta, delta, strict=True)]
-            trial = _log_likelihood(rows, trial_beta) - _penalty(trial_beta, ridge)
-            if trial >= best - 1e-12:
-                break
-            scale *= 0.5
-        beta, best = trial_beta, max(best, trial)
-        if k > 1 and abs(beta[1]) > MAX_SLOPE_PER_H:
-            return None
-        if max(abs(scale * d) for d in delta) < 1e-9:
-            unit = [0.0] * k
-            unit[min(1, k - 1)] = 1.0
-            column = _solve(hess, unit)
-            if column is None:
-                return None
-            return beta, max(0.0, column[min(1, k - 1)]), best
-    return None
-
-
-def _gradient_hessian(
-    rows: Sequence[Row], beta: list[float], ridge: list[float]
-) -> tuple[list[float], list[list[float]]]:
-    """Gradient and (negated) Hessian of the penalised binomial log-likelihood."""
-    k = len(beta)
-    grad = [-r * b for r, b in zip(ridge, beta, strict=True)]
-    hess = [[ridge[i] if i == j else 0.0 for j in range(k)] for i in range(k)]
-    for n, e, f in rows:
-        p = _sigmoid(sum(b * x for b, x in zip(beta, f, strict=True)))
-        residual = e - n * p
-        w = n * p * (1.0 - p)
-        for i in range(k):
-            grad[i] += residual * f[i]
-            wi = w * f[i]
-            for j in range(i, k):
-                hess[i][j] += wi * f[j]
-    for i in range(k):
-        for j in range(i):
-            hess[i][j] = hess[j][i]
-    return grad, hess
-
-
-def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None:
-    """Gaussian elimination with partial pivoting for the 2x2 and 3x3 systems above."""
-    k = len(vector)
-    rows = [[*matrix[i], vector[i]] for i in range(k)]
-    scale = max(abs(rows[i][i]) for i in range(k)) or 1.0
-    for col in range(k):
-        pivot = max(range(col, k), key=lambda r: abs(rows[r][col]))
-        if abs(rows[pivot][col]) <= 1e-12 * scale:
-            return None
-        rows[col], rows[pivot] = rows[pivot], rows[col]
-        for r in range(col + 1, k):
-            factor = rows[r][col] / rows[col][col]
-            for c in range(col, k + 1):
-                rows[r][c] -= factor * rows[col][c]
-    solution = [0.0] * k
-    for r in range(k - 1, -1, -1):
-        tail = sum(rows[r][c] * solution[c] for c in range(r + 1, k))
-        solution[r] = (rows[r][k] - tail) / rows[r][r]
-    return solution
-
-
-def _penalty(beta: list[float], ridge: list[float]) -> float:
-    return 0.5 * sum(r * b * b for r, b in zip(ridge, beta, strict=True))
-
-
-def _log_likelihood(rows: Sequence[Row], beta: list[float]) -> float:
-    """Binomial log-likelihood without its constant: Σ e·η - n·log(1 + e^η)."""
-    total = 0.0
-    for n, e, f in rows:
-        eta = sum(b * x for b, x in zip(beta, f, strict=True))
-        softplus = (eta if eta > 0 else 0.0) + math.log1p(math.exp(-abs(eta)))
-        total += e * eta - n * softplus
-    return total
-
-
-def best_step_log_likelihood(points: list[Point]) -> float:
-    """Log-likelihood of the best "one rate, then another" split of the points.
-
-    The alternative to aging: a chip whose rate jumped once (a change the predictor was
-    not told about, a neighbour failing) fits this far better than a trend.
-    """
-    trials = sum(p[2] for p in points)
-    errors = sum(p[3] for p in points)
-    best = -math.inf
-    n_before = e_before = 0
-    for _, _, n, e in points[:-1]:
-        n_before += n
-        e_before += e
-        split = _binomial_log_likelihood(n_before, e_before) + _binomial_log_likelihood(
-            trials - n_before, errors - e_before
+    def state(self) -> PredictorState:
+        return PredictorState(
+            chip_count=self.chip_count,
+            bucket_s=self.settings.bucket_s,
+            hashing_s=self.hashing_s,
+            windows=tuple(w.state() for w in self._windows),
+            warning=self._warning,
+            announced=tuple(sorted(self._announced.items())),
+            steps=tuple(self._steps[c] for c in sorted(self._steps)),
         )
-        best = max(best, split)
-    return best
+
+    def restore(self, state: PredictorState) -> bool:
+        """Take up a stored state of the same module (before the first update); False if
+        it was kept under other settings (its windows would not line up)."""
+        spans = [w.span_buckets for w in self._windows]
+        if (
+            state.chip_count != self.chip_count
+            or state.bucket_s != self.settings.bucket_s
+            or [w.span_buckets for w in state.windows] != spans
+        ):
+            return False
+        self.hashing_s = state.hashing_s
+        for window, stored in zip(self._windows, state.windows, strict=True):
+            window.restore(stored)
+        self._warning = state.warning
+        self._announced = dict(state.announced)
+        self._steps = {step.chip: step for step in state.steps}
+        self._baseline = True
+        self._prediction = self._quiet()
+        return True
 
 
-def _binomial_log_likelihood(trials: int, errors: int) -> float:
-    """Log-likelihood of `errors` in `trials` at their own best rate (0·log 0 = 0)."""
-    if errors <= 0 or errors >= trials:
-        return 0.0
-    rate = errors / trials
-    return errors * math.log(rate) + (trials - errors) * math.log1p(-rate)
-
-
-def _merge(points: list[Point], limit: int) -> list[Point]:
-    if len(points) <= limit:
-        return points
-    group = math.ceil(len(points) / limit)
-    merged = []
-    for i in range(0, len(points), group):
-        chunk = points[i : i + group]
-        n = sum(p[2] for p in chunk)
-        merged.append(
-            (
-                sum(p[0] * p[2] for p in chunk) / n,
-                sum(p[1] * p[2] for p in chunk) / n,
-                n,
-                sum(p[3] for p in chunk),
-            )
-        )
-    return merged
-
-
-def _rising_lately(points: list[Point], errors: int, min_z: float) -> bool:
-    """The cheap screen before a fit: the newest third of the window errs more than the
-    middle third, and more than the first two thirds by `min_z` binomial sigmas. Steady
-    chips (an overclocked board has dozens with errors) stop here; an aging chip passes
-    long before its trend is strong enough to warn about."""
-    thirds = len(points) // 3
-    middle = points[thirds : len(points) - thirds]
-    last = points[len(points) - thirds :]
-    if _rate(last) <= _rate(middle):
-        return False  # not rising any more: a step, or a burst that passed
-    trials = sum(p[2] for p in points)
-    last_trials = sum(p[2] for p in last)
-    share = last_trials / trials
-    expected = errors * share
-    spread = math.sqrt(errors * share * (1.0 - share)) or 1.0
-    return (sum(p[3] for p in last) - expected) / spread >= min_z
-
-
-def _rate(points: list[Point]) -> float:
-    n = sum(p[2] for p in points)
-    return sum(p[3] for p in points) / n if n else 0.0
-
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
+def stress_factor(
+    board_v: float | None,
+    nominal_board_v: float | None,
+    temp_c: float | None,
+    settings: PredictSettings,
+) -> float:
+    """Effective clock per MHz of real clock: 1 / (overdrive share · thermal share), each
+    share 1 where it is not known. A rail 1 % low stresses a chip like a clock ~3 %
+    faster (the overdrive shrinks by 1/(1 - threshold share) as much); a board 10 °C
+    warmer like one 1.5 % faster."""
+    overdrive = 1.0
+    if board_v is not None and nominal_board_v:
+        share = board_v / nominal_board_v
+        overdrive = (share - settings.threshold_share) / (1.0 - settings.threshold_share)
+    thermal = 1.0
+    if temp_c is not None:
+        thermal = 1.0 - settings.thermal_derate_per_c * (temp_c - REFERENCE_TEMP_C)
+    return 1.0 / (max(MIN_OVERDRIVE, overdrive) * max(MIN_THERMAL, thermal))
 
 
 def _pct(share: float) -> str:

@@ -67,13 +67,31 @@ class CommandRefused(Exception):
 
 
 class HealthTracker(Protocol):
-    def update(self, sample: ModuleSample) -> Health: ...
+    def update(self, sample: ModuleSample, prediction: Prediction | None = None) -> Health: ...
 
     def set_board_v_target(self, board_v: float | None) -> None: ...
 
 
 class TrendTracker(Protocol):
+    newly_raised: bool  # the last update raised a warning not told about before
+
     def update(self, sample: ModuleSample) -> Prediction: ...
+
+    def skip(self, sample: ModuleSample) -> None: ...
+
+
+class TrendKeeper(Protocol):
+    """Each module's predictor by serial, in memory and on disk (predict_store)."""
+
+    def take(self, serial: str, chip_count: int, nominal_board_v: float | None) -> TrendTracker: ...
+
+    def due(self, serial: str) -> object | None: ...
+
+    def snapshot(self, serial: str) -> object | None: ...
+
+    def release(self, serial: str) -> object | None: ...
+
+    def save(self, serial: str, state: Any) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +180,7 @@ class Services:
     clock: Callable[[], float]
     fans_stalled: Callable[[], int]
     health: Callable[[BoardIdentity], HealthTracker]
-    predictor: Callable[[BoardIdentity], TrendTracker]
+    predictions: TrendKeeper
     on_change: Callable[[], None]
     director: Director = field(default_factory=RunFreely)
     protection: ProtectionSettings | None = None  # None: no guard (unit tests)
@@ -186,7 +204,8 @@ class SlotController:
         self._chain_stack = contextlib.AsyncExitStack()
         self._health: HealthTracker | None = None
         self._predictor: TrendTracker | None = None
-        self._warned_degrading = False
+        self._predictor_serial: str | None = None
+        self._hashing_since_s: float | None = None
         self._present = False
         self._present_changed = asyncio.Event()
         self._seated = asyncio.Event()
@@ -438,8 +457,12 @@ class SlotController:
         if stored is not None:
             self._set_status(tuning=f"tuned {stored.tuned_at:%Y-%m-%d}: {stored.profile.summary()}")
         self._health = self._svc.health(identity)
-        self._predictor = self._svc.predictor(identity)
-        self._warned_degrading = False
+        if self._predictor_serial is not None:  # identified again in this slot
+            self._svc.predictions.release(self._predictor_serial)
+        self._predictor = self._svc.predictions.take(
+            identity.serial, identity.chip_count, identity.nominal_vout_mv / 1000
+        )
+        self._predictor_serial = identity.serial
         self._log = log.bind(slot=self.index, serial=identity.serial)
         self._go(
             Trigger.IDENTIFIED,
@@ -554,6 +577,7 @@ class SlotController:
         )
         await self._apply(target)
         self._send_job()
+        self._hashing_since_s = self._svc.clock()
         self._go(Trigger.RAMPED, f"hashing at {target.mean_freq_mhz:.0f} MHz ({target.why})")
 
     def _expect_volts(self, volts: float) -> None:
@@ -774,8 +798,9 @@ class SlotController:
         )
         expected = sum(chain.freq_mhz) * 1e6 * _small_cores(chain)
         dcdc = rails.dcdc
+        now, since = self._svc.clock(), self._hashing_since_s
         return ModuleSample(
-            at_s=self._svc.clock(),
+            at_s=now,
             chips=chips,
             expected_hs=expected,
             temps_c=rails.temps_c,
@@ -785,20 +810,24 @@ class SlotController:
             rail_fault=rails.fault,
             fans_stalled=self._svc.fans_stalled(),
             missing_chips=missing,
+            hashing_for_s=None if since is None else max(0.0, now - since),
         )
 
     async def _assess(self, sample: ModuleSample) -> bool:
-        """Update health and prediction; True when the state changed."""
+        """Update prediction and health; True when the state changed."""
         assert self._health is not None and self._predictor is not None
-        health = self._health.update(sample)
         power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
         if self._tuning_task is not None:
-            # Tuning makes chips err on purpose: show the figures, judge nothing.
+            # Tuning makes chips err on purpose: show the figures, judge nothing, and keep
+            # the tuner's errors out of the predictor's evidence.
+            self._predictor.skip(sample)
+            health = self._health.update(sample, self.status.prediction)
             if power is not None:
                 self._svc.budget.reserve(self.index, power / BOARD_TO_INPUT * BUDGET_HEADROOM)
             self._set_status(health=health, temps_c=sample.temps_c, board_v=sample.board_v)
             return False
         prediction = self._predictor.update(sample)
+        health = self._health.update(sample, prediction)
         if power is not None and self.planner is not None and self.point is not None:
             self.planner.learn(power, self.point)
         if power is not None:
@@ -812,16 +841,13 @@ class SlotController:
             board_v=sample.board_v,
             power_w=power,
         )
-        if prediction.degrading and not self._warned_degrading:
-            self._warned_degrading = True
+        if self._predictor.newly_raised:  # once per trend, across restarts and slot moves
             self._event(
                 EventKind.DEGRADING,
                 f"module {self.status.serial} likely to fail: {prediction.trend}",
                 time_to_failure_s=prediction.time_to_failure_s,
                 chip=prediction.chip,
             )
-        elif not prediction.degrading:
-            self._warned_degrading = False
         reasons = "; ".join(r.text for r in health.reasons[:3]) or "healthy"
         if health.level is HealthLevel.FAULT:
             await self._fault(reasons)
@@ -833,6 +859,7 @@ class SlotController:
             self._go(Trigger.HEALTHY, f"health {health.score:.0f}: recovered")
             self._event(EventKind.RECOVERED, "module healthy again", score=round(health.score))
             return True
+        await self._keep_prediction(self._svc.predictions.due)
         return False
 
     async def _sleep(self) -> None:
@@ -978,6 +1005,7 @@ class SlotController:
         self._stop_guard()
         self._stop_tuning()
         self.throttle = 1.0
+        self._hashing_since_s = None
         await self._close_chain()
         problems = await self._svc.call(self.hw.power_off)
         for problem in problems:
@@ -985,6 +1013,14 @@ class SlotController:
         self._svc.budget.release(self.index)
         self.point = None
         self._set_status(freq_mhz=None, power_w=None, board_target_v=None, point="", budget_w=None)
+        await self._keep_prediction(self._svc.predictions.snapshot)
+
+    async def _keep_prediction(self, state_of: Callable[[str], object | None]) -> None:
+        """Write the module's predictor state under its serial, off the event loop."""
+        serial = self._predictor_serial
+        state = state_of(serial) if serial is not None else None
+        if serial is not None and state is not None:
+            await asyncio.to_thread(self._svc.predictions.save, serial, state)
 
     async def _pulled(self) -> None:
         before = self.state
@@ -1022,6 +1058,9 @@ class SlotController:
         )
         self.identity = None
         self.planner = None
+        if self._predictor_serial is not None:  # saved on power-down; it may go elsewhere
+            self._svc.predictions.release(self._predictor_serial)
+        self._predictor = self._predictor_serial = None
         self._protection = self._restart_policy = None
         self._log = log.bind(slot=self.index)
 
@@ -1031,10 +1070,16 @@ class SlotController:
         self._chain_stack = contextlib.AsyncExitStack()
 
     async def _shut_down(self) -> None:
-        """Agent stopping: the supervisor already applied the safe state; tidy up."""
+        """Agent stopping: the supervisor already applied the safe state; tidy up and keep
+        the module's predictor state (a short blocking write: the agent is stopping)."""
         self.hw.safe()
         self._stop_guard()
         self._stop_tuning()
+        serial, self._predictor_serial = self._predictor_serial, None
+        if serial is not None:
+            state = self._svc.predictions.release(serial)
+            if state is not None:
+                self._svc.predictions.save(serial, state)
         with contextlib.suppress(Exception):
             await self._close_chain()
 

@@ -51,6 +51,7 @@ class ModuleSample:
     rail_fault: str | None  # a latched DC-DC / hot-swap fault in words, or None
     fans_stalled: int
     missing_chips: tuple[int, ...] = ()  # chips that did not answer the last poll
+    hashing_for_s: float | None = None  # since the chain last started hashing; None: always
 
 
 class HealthLevel(enum.StrEnum):
@@ -82,12 +83,22 @@ class Health:
 
 
 @dataclass(frozen=True)
+class ErrorStep:
+    """A chip whose error rate jumped once and stayed: a change, not aging."""
+
+    chip: int
+    rate_before: float
+    rate_after: float
+
+
+@dataclass(frozen=True)
 class Prediction:
     degrading: bool
     time_to_failure_s: float | None
     trend: str  # in words: "error rate of chip 17 doubling every 2.1 h"
     chip: int | None = None
     confidence: float = 0.0
+    steps: tuple[ErrorStep, ...] = ()  # chips whose error rate stepped up, worst first
 
 
 @dataclass(frozen=True)

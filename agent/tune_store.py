@@ -15,9 +15,7 @@ leaves the old profile or the new one, never half of one.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from typing import Any
 import structlog
 
 from hashbay.agent.autotune import BoardProfile, TunePoint
-from hashbay.agent.files import write_atomically
+from hashbay.agent.files import serial_file, write_atomically
+from hashbay.agent.records import RecordError, number
 from hashbay.drivers.envelope import BoardLimits
 from hashbay.drivers.numbers import is_finite
 
@@ -38,12 +37,6 @@ MAX_FILE_BYTES = 1 << 20
 MAX_POINTS = 256
 MAX_MODEL_CHARS = 64
 SUBDIR = "tune"
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-class _Invalid(Exception):
-    """The file's content is not a profile we can trust; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +66,7 @@ class TuneStore:
 
     def path_for(self, serial: str) -> Path:
         """The file of a serial; serials are untrusted (EEPROM), so odd ones are hashed."""
-        if _SAFE_NAME.fullmatch(serial):
-            return self.directory / f"{serial}.json"
-        digest = hashlib.sha256(serial.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        return self.directory / f"serial-{digest}.json"
+        return serial_file(self.directory, serial)
 
     def save(
         self,
@@ -119,10 +109,10 @@ class TuneStore:
             return None
         try:
             if len(raw) > MAX_FILE_BYTES:
-                raise _Invalid(f"larger than {MAX_FILE_BYTES} bytes")
+                raise RecordError(f"larger than {MAX_FILE_BYTES} bytes")
             data = _decode(raw)
             stored = _from_json(data, serial, chip_count, board_model)
-        except _Invalid as exc:
+        except RecordError as exc:
             log.warning(
                 "tune profile ignored; the module will be retuned",
                 serial=serial,
@@ -163,38 +153,38 @@ def _to_json(
 
 def _decode(raw: bytes) -> Any:
     def no_constants(name: str) -> Any:
-        raise _Invalid(f"{name} is not a number a profile may hold")
+        raise RecordError(f"{name} is not a number a profile may hold")
 
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
-        raise _Invalid(f"not valid JSON: {str(exc)[:80]}") from None
+        raise RecordError(f"not valid JSON: {str(exc)[:80]}") from None
 
 
 def _from_json(data: Any, serial: str, chip_count: int, board_model: str | None) -> StoredProfile:
     if not isinstance(data, dict):
-        raise _Invalid("not a JSON object")
+        raise RecordError("not a JSON object")
     schema = data.get("schema")
     if type(schema) is not int or schema != SCHEMA:
-        raise _Invalid(f"schema {schema!r}, this agent reads schema {SCHEMA}")
+        raise RecordError(f"schema {schema!r}, this agent reads schema {SCHEMA}")
     if data.get("serial") != serial:
-        raise _Invalid(f"written for serial {_short(data.get('serial'))}")
+        raise RecordError(f"written for serial {_short(data.get('serial'))}")
     model = data.get("board_model")
     if not isinstance(model, str) or len(model) > MAX_MODEL_CHARS:
-        raise _Invalid("board_model missing or not a short string")
+        raise RecordError("board_model missing or not a short string")
     if board_model is not None and model != board_model:
-        raise _Invalid(f"tuned on a {_short(model)}, this module is a {_short(board_model)}")
+        raise RecordError(f"tuned on a {_short(model)}, this module is a {_short(board_model)}")
     stored_count = data.get("chip_count")
     if type(stored_count) is not int or stored_count != chip_count:
-        raise _Invalid(f"for {_short(stored_count)} chips, this module has {chip_count}")
+        raise RecordError(f"for {_short(stored_count)} chips, this module has {chip_count}")
     raw_points = data.get("points")
     if not isinstance(raw_points, list) or not 1 <= len(raw_points) <= MAX_POINTS:
-        raise _Invalid(f"points must be a list of 1 to {MAX_POINTS} entries")
+        raise RecordError(f"points must be a list of 1 to {MAX_POINTS} entries")
     profile = BoardProfile(
         chip_count=chip_count,
-        max_error=_number(data, "max_error", 0.0, 1.0, low_open=True),
+        max_error=number(data, "max_error", 0.0, 1.0, low_open=True),
         points=tuple(_point(p, chip_count, n) for n, p in enumerate(raw_points)),
-        duration_s=_number(data, "duration_s", 0.0, 1e9),
+        duration_s=number(data, "duration_s", 0.0, 1e9),
     )
     return StoredProfile(serial, model, _timestamp(data.get("tuned_at")), profile)
 
@@ -202,12 +192,12 @@ def _from_json(data: Any, serial: str, chip_count: int, board_model: str | None)
 def _point(raw: Any, chip_count: int, index: int) -> TunePoint:
     where = f"points[{index}]"
     if not isinstance(raw, dict):
-        raise _Invalid(f"{where} is not an object")
+        raise RecordError(f"{where} is not an object")
     freqs = raw.get("freqs_mhz")
     if not isinstance(freqs, list) or len(freqs) != chip_count:
-        raise _Invalid(f"{where}.freqs_mhz must list {chip_count} clocks")
+        raise RecordError(f"{where}.freqs_mhz must list {chip_count} clocks")
     if not all(is_finite(f) and f > 0 for f in freqs):
-        raise _Invalid(f"{where}.freqs_mhz holds a clock that is not a positive number")
+        raise RecordError(f"{where}.freqs_mhz holds a clock that is not a positive number")
     weak = raw.get("weak_chips", [])
     valid_weak = (
         isinstance(weak, list)
@@ -216,45 +206,26 @@ def _point(raw: Any, chip_count: int, index: int) -> TunePoint:
         and len(set(weak)) == len(weak)
     )
     if not valid_weak:
-        raise _Invalid(f"{where}.weak_chips must list distinct chip indices")
+        raise RecordError(f"{where}.weak_chips must list distinct chip indices")
     return TunePoint(
-        board_v=_number(raw, "board_v", 0.0, 1000.0, low_open=True, where=where),
+        board_v=number(raw, "board_v", 0.0, 1000.0, low_open=True, where=where),
         freqs_mhz=tuple(float(f) for f in freqs),
-        power_w=_number(raw, "power_w", 0.0, 1e6, low_open=True, where=where),
-        hashrate_hs=_number(raw, "hashrate_hs", 0.0, 1e18, where=where),
-        error_share=_number(raw, "error_share", 0.0, 1.0, where=where),
+        power_w=number(raw, "power_w", 0.0, 1e6, low_open=True, where=where),
+        hashrate_hs=number(raw, "hashrate_hs", 0.0, 1e18, where=where),
+        error_share=number(raw, "error_share", 0.0, 1.0, where=where),
         weak_chips=tuple(weak),
     )
 
 
-def _number(
-    raw: dict[str, Any],
-    key: str,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    where: str = "",
-) -> float:
-    value: Any = raw.get(key)
-    name = f"{where}.{key}" if where else key
-    if not is_finite(value):
-        raise _Invalid(f"{name} is missing or not a finite number")
-    inside = (low < value if low_open else low <= value) and value <= high
-    if not inside:
-        raise _Invalid(f"{name} {value!r} outside {low}..{high}")
-    return float(value)
-
-
 def _timestamp(value: Any) -> datetime.datetime:
     if not isinstance(value, str) or len(value) > 40:
-        raise _Invalid("tuned_at missing or not a date")
+        raise RecordError("tuned_at missing or not a date")
     try:
         when = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise _Invalid(f"tuned_at {_short(value)} is not an ISO 8601 date") from None
+        raise RecordError(f"tuned_at {_short(value)} is not an ISO 8601 date") from None
     if when.tzinfo is None:
-        raise _Invalid("tuned_at has no time zone")
+        raise RecordError("tuned_at has no time zone")
     return when.astimezone(datetime.UTC)
 
 

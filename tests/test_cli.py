@@ -144,18 +144,21 @@ def test_status_slots_and_slot_describe_the_rig(rig: RunningAgent) -> None:
         ("slot", "1", "--chips"),
         ("--json", "slots"),
         ("--json", "slot", "0"),
+        ("slots", "--swap-order"),
     ]
     with ThreadPoolExecutor(len(commands)) as pool:
-        status, slots, slot, chips, slots_json, slot_json = pool.map(
+        status, slots, slot, chips, slots_json, slot_json, ordered = pool.map(
             lambda args: hashbay(rig, *args), commands
         )
-    for done in (status, slots, slot, chips, slots_json, slot_json):
+    for done in (status, slots, slot, chips, slots_json, slot_json, ordered):
         assert done.returncode == 0, done.stderr
     assert "sim-rig-01: 3/3 slots hashing" in status.stdout
     assert "PSU:" in status.stdout and "Fans: 4/4 ok" in status.stdout
     rows = [line.split() for line in slots.stdout.splitlines()]
     assert rows[0][:3] == ["SLOT", "STATE", "SERIAL"]
     assert [row[1] for row in rows[1:]] == ["hashing"] * 3
+    swap_rows = [line.split() for line in ordered.stdout.splitlines()[1:]]
+    assert [row[0] for row in swap_rows] == ["0", "1", "2"]  # all sound: ties keep slot order
     assert slot.stdout.startswith("Slot 1: hashing since ")
     for words in ("Module", "Health", "chips answering", "Rails", "Locate LED", "Chips (42"):
         assert words in slot.stdout

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from hashbay.agent.health import ChipCounters, HealthModel, HealthSettings
 from hashbay.agent.settings import parse_table
-from hashbay.agent.status import ChipSample, Health, HealthLevel, ModuleSample
+from hashbay.agent.status import (
+    ChipSample,
+    ErrorStep,
+    Health,
+    HealthLevel,
+    ModuleSample,
+    Prediction,
+)
 from hashbay.drivers.errors import ConfigError
 
 HASHES_PER_NONCE = 256 * 2**32
@@ -37,6 +44,7 @@ class Board:
     rail_fault: str | None = None
     fans_stalled: int = 0
     missing: tuple[int, ...] = ()
+    hashing_since_s: float | None = None  # set when the chain (re)started hashing
 
     def __post_init__(self) -> None:
         self.reported = [0.0] * self.chips
@@ -74,12 +82,29 @@ class Board:
             rail_fault=self.rail_fault,
             fans_stalled=self.fans_stalled,
             missing_chips=self.missing,
+            hashing_for_s=(
+                None if self.hashing_since_s is None else self.at_s - self.hashing_since_s
+            ),
         )
 
     def reenumerate(self) -> None:
         self.reported = [0.0] * self.chips
         self.errored = [0.0] * self.chips
         self.timeouts = [0] * self.chips
+
+    def poll_misses(self, chips: tuple[int, ...]) -> ModuleSample:
+        """A chip poll that these chips did not answer (each gets a timeout, as the driver
+        counts them); the slot repeats the list until the next poll."""
+        self.missing = chips
+        for chip in chips:
+            self.timeouts[chip] += 1
+        return self.tick()
+
+    def sleep(self, seconds: float) -> None:
+        """Powered down (curtailed): no hashing; the chain is enumerated again on waking."""
+        self.at_s += seconds
+        self.reenumerate()
+        self.hashing_since_s = self.at_s
 
 
 def run(model: HealthModel, board: Board, seconds: int) -> Health:
@@ -143,11 +168,13 @@ def test_a_dead_chip_lowers_the_score_with_a_reason_naming_it() -> None:
     assert health.level is HealthLevel.OK  # one chip of 126 is no reason to pull a board
 
 
-def test_chips_the_driver_reports_missing_count_at_once() -> None:
+def test_chips_the_driver_misses_in_two_polls_running_count_as_missing() -> None:
     health_model, board = model(), Board()
     run(health_model, board, 60)
-    board.missing = (3, 4)
-    health = health_model.update(board.tick())
+    first = health_model.update(board.poll_misses((3, 4)))
+    assert first.chips_answering == CHIPS and first.reasons == ()  # one poll: a late reply
+    run(health_model, board, 9)
+    health = health_model.update(board.poll_misses((3, 4)))
     assert health.chips_answering == CHIPS - 2
     assert "3, 4" in reason(health, "chips_missing")
 
@@ -155,11 +182,73 @@ def test_chips_the_driver_reports_missing_count_at_once() -> None:
 def test_a_tenth_of_the_chain_missing_is_a_fault() -> None:
     health_model, board = model(), Board()
     run(health_model, board, 60)
-    board.missing = tuple(range(100, 113))
-    health = health_model.update(board.tick())
+    lost = tuple(range(100, 113))
+    health_model.update(board.poll_misses(lost))
+    health = health_model.update(board.poll_misses(lost))
     assert health.level is HealthLevel.FAULT
     assert codes(health)[0] == "chips_lost"
     assert health.score == 0.0
+
+
+def test_one_late_poll_that_no_chip_answered_does_not_fault_the_module() -> None:
+    health_model, board = model(chips=42), Board(chips=42)
+    run(health_model, board, 60)
+    late = health_model.update(board.poll_misses(tuple(range(42))))
+    assert late.level is HealthLevel.OK
+    assert late.chips_answering == 42
+    assert run(health_model, board, 9).level is HealthLevel.OK  # the slot repeats the list
+    board.missing = ()  # the next poll is answered
+    assert run(health_model, board, 30).reasons == ()
+
+
+def test_a_module_waking_from_sleep_is_not_short_of_hashrate() -> None:
+    health_model, board = model(), Board()
+    run(health_model, board, 700)
+    board.sleep(15 * 60)  # curtailed for a quarter of an hour, then up again
+    for seconds in (1, 5, 30, 300, 700):
+        health = run(health_model, board, seconds)
+        assert "hashrate_low" not in codes(health), health.reasons
+        assert health.level is HealthLevel.OK
+    assert health.hashrate_hs == pytest.approx(health.expected_hs, rel=0.02)
+
+
+def test_hashrate_is_judged_over_time_spent_hashing_only() -> None:
+    health_model, board = model(), Board(speed=0.8)
+    run(health_model, board, 700)
+    board.sleep(3600)
+    health = run(health_model, board, 60)
+    text = reason(health, "hashrate_low")
+    assert "20 % below expected" in text  # the true shortfall, not diluted by the sleep
+    assert "over the last 10 min" in text
+
+
+def test_a_predicted_failure_costs_points_and_makes_the_module_degraded() -> None:
+    health_model, board = model(), Board()
+    run(health_model, board, 60)
+    warning = Prediction(
+        degrading=True,
+        time_to_failure_s=3 * 3600,
+        trend="error rate of chip 17 (now 2.1 %) doubling every 40 min; failure in ~3 h",
+        chip=17,
+    )
+    health = health_model.update(board.tick(), warning)
+    assert codes(health) == ["degrading"]
+    assert "chip 17" in reason(health, "degrading")
+    assert health.score == 100.0 - HealthSettings().degrading_penalty
+    assert health.level is HealthLevel.DEGRADED
+
+
+def test_a_stepped_chip_is_a_reason_with_its_rates_before_and_after() -> None:
+    health_model, board = model(), Board()
+    run(health_model, board, 60)
+    stepped = Prediction(
+        False, None, "no chip's error rate is rising", steps=(ErrorStep(40, 0.001, 0.03),)
+    )
+    health = health_model.update(board.tick(), stepped)
+    assert codes(health) == ["chip_error_step"]
+    assert "40 (0.1 % → 3 %)" in reason(health, "chip_error_step")
+    assert "not aging" in reason(health, "chip_error_step")
+    assert health.level is HealthLevel.OK
 
 
 def test_hashrate_below_expected_is_a_reason_with_the_numbers() -> None:

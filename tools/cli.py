@@ -31,6 +31,7 @@ from hashbay.agent.control_protocol import (
     parse_server_message,
     request_message,
 )
+from hashbay.agent.swap_order import swap_order
 from hashbay.tools import cli_render as render
 
 EXIT_OK = 0
@@ -267,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("status", help="the miner and every slot")
-    sub.add_parser("slots", help="every slot, one line each")
+    sub.add_parser("slots", help="every slot, one line each").add_argument(
+        "--swap-order",
+        action="store_true",
+        help="the module to swap first first: faulted, then predicted to fail, then by health",
+    )
     p = sub.add_parser("slot", help="one slot in detail: chips, temperatures, rails, health")
     p.add_argument("slot", type=_slot)
     p.add_argument("--chips", action="store_true", help="list every chip")
@@ -361,7 +366,7 @@ class Cli:
         a = self.args
         simple: dict[str, Callable[[], int]] = {
             "status": lambda: self.read("status", None, render.status_text),
-            "slots": lambda: self.read("slots", None, lambda r: render.slots_table(r["slots"])),
+            "slots": lambda: self.read("slots", None, lambda r: self.slots(r["slots"])),
             "slot": lambda: self.read(
                 "slot", {"slot": a.slot}, lambda r: render.slot_text(r, all_chips=a.chips)
             ),
@@ -385,6 +390,9 @@ class Cli:
                 return self.change("cancel_swap", slot=a.slot)
             return self.swap_prepare(a.slot, wait=not a.no_wait, wait_s=a.wait)
         return simple[a.command]()
+
+    def slots(self, slots: list[dict[str, Any]]) -> str:
+        return render.slots_table(swap_order(slots) if self.args.swap_order else slots)
 
     def power(self, target: float | None, *, clear: bool) -> int:
         if target is not None:

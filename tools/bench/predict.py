@@ -1,256 +1,250 @@
-"""Predictive maintenance in simulated time: warning lead time, false alarms and CPU cost.
+"""Predictive maintenance in simulated time: warning lead time, false warnings and CPU cost,
+on stock and tuned boards and through what operation does to them.
 
-The boards here are statistical twins of the emulated chains: the same silicon draw
-(`physics.make_silicon`), the same error model (`physics.error_probability` with a
-degradation that grows linearly, as `hashbay-sim inject chip-degrade` makes it), and
-nonces arriving as a Poisson process at hashrate / (ticket difficulty · 2^32), each wrong
-with the error probability. What is skipped is SHA-256 and the UART: the health model
-only ever sees counters, so days of simulated time run in seconds. The tests use the
-same harness, so the figures printed here are the ones the tests hold the models to.
+The boards are statistical twins of the emulated chains (`predict_board`); the predictor
+and the health model are fed the way the slot controller feeds them (`predict_scenarios`).
+Each scenario gives the lead time from the first `degrading` warning to the module's
+fault (median and worst; a missed warning counts 0) for a chip aging at 0.1 per hour, and
+the false warnings per board-day: warnings on sound boards living through the same
+conditions, on a chip other than the aging one, or raised a second time for one trend.
+The tests run the same scenarios on fewer boards.
 """
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 from hashbay.agent.health import HealthModel, HealthSettings
 from hashbay.agent.predict import Predictor, PredictSettings
-from hashbay.agent.status import ChipSample, HealthLevel, ModuleSample
 from hashbay.tools.bench import Figure
-from hashbay.tools.sim import physics
-from hashbay.tools.sim.chain import poisson
+from hashbay.tools.bench.predict_board import (
+    DAY_S,
+    HOUR_S,
+    BoardConditions,
+    StatisticalBoard,
+)
+from hashbay.tools.bench.predict_scenarios import (
+    Outcome,
+    curtailing,
+    diurnal,
+    interrupted,
+    restarting,
+    retuning,
+    run_board,
+    steady,
+    stepping,
+    throttling,
+    until_fault,
+    warming,
+    with_store,
+)
 
-HOUR_S = 3600.0
-DAY_S = 86400.0
-SENSOR_OFFSETS_C = (-3.0, 4.0, 0.0, 2.0)  # as tools/sim/module.py places its sensors
+__all__ = ["HOUR_S", "BoardConditions", "StatisticalBoard", "healthy_run", "lead_time"]
 
+AGING_PER_H = 0.1
+LEAD_LIMIT_S = 24 * HOUR_S
+LEAD_GOALS_H = {0.05: 2.0, 0.1: 1.0, 0.2: 0.25}
+"""Median warning lead wanted per aging rate (per simulated hour) on a stock board: the
+chip goes from sound to failed in about 0.5 / rate hours, its errors countable for the
+last third."""
 
-@dataclass(frozen=True)
-class BoardConditions:
-    """The operating point of the simulated board: an S21-class board at stock settings."""
-
-    chip_model: str = "BM1368"
-    chip_count: int = 126
-    freq_mhz: float = 490.0
-    chip_v: float = 0.32
-    board_temp_c: float = 65.0
-    ticket_difficulty: int = 256
-    domains: int = physics.DEFAULT_DOMAINS
-
-
-class StatisticalBoard:
-    """One hashboard's counters advanced in steps of simulated time.
-
-    Per step each chip reports Poisson(rate·dt) nonces, each wrong with the physics'
-    error probability. By Poisson thinning the good and the wrong ones are two
-    independent Poisson counts, which is what is drawn (same distribution, two draws).
-    """
-
-    def __init__(
-        self,
-        seed: int,
-        *,
-        degrading: Mapping[int, float] | None = None,
-        conditions: BoardConditions | None = None,
-    ) -> None:
-        self.conditions = cond = conditions or BoardConditions()
-        self.spec = physics.CHIP_SPECS[cond.chip_model]
-        self.silicon = physics.make_silicon(self.spec, cond.chip_count, random.Random(seed))
-        self._rng = random.Random(seed * 7919 + 1)
-        self.degradation_per_s = {chip: per_h / HOUR_S for chip, per_h in (degrading or {}).items()}
-        self.degradation = [0.0] * cond.chip_count
-        powers = [
-            physics.chip_power_w(self.spec, s, cond.freq_mhz, cond.chip_v, cond.board_temp_c)
-            for s in self.silicon
-        ]
-        self.junction_c = [
-            physics.chip_temp_c(cond.board_temp_c, s, w)
-            for s, w in zip(self.silicon, powers, strict=True)
-        ]
-        self.board_v = cond.chip_v * cond.domains
-        self.board_a = sum(powers) / self.board_v
-        chip_hs = physics.hashrate_hs(self.spec, cond.freq_mhz)
-        self.hashes_per_nonce = cond.ticket_difficulty * 2.0**32
-        self.nonce_rate_per_s = chip_hs / self.hashes_per_nonce
-        self.expected_hs = chip_hs * cond.chip_count
-        self.error_p = [self._error_p(chip) for chip in range(cond.chip_count)]
-        self.freqs_mhz = [cond.freq_mhz] * cond.chip_count
-        self.nonces = [0] * cond.chip_count
-        self.errors = [0] * cond.chip_count
-        self.now_s = 0.0
-        self.temps_c = tuple(
-            round((cond.board_temp_c + offset) * 2) / 2 for offset in SENSOR_OFFSETS_C
-        )
-
-    def _error_p(self, chip: int) -> float:
-        cond = self.conditions
-        return physics.error_probability(
-            self.spec,
-            self.silicon[chip],
-            cond.freq_mhz,
-            cond.chip_v,
-            self.junction_c[chip],
-            degradation=self.degradation[chip],
-        )
-
-    def step(self, dt_s: float) -> ModuleSample:
-        """Advance `dt_s` of hashing and return the poll at its end."""
-        for chip, per_s in self.degradation_per_s.items():
-            self.degradation[chip] = min(1.0, self.degradation[chip] + per_s * dt_s)
-            self.error_p[chip] = self._error_p(chip)
-        rng, mean = self._rng, self.nonce_rate_per_s * dt_s
-        nonces, errors = self.nonces, self.errors
-        for chip, p_wrong in enumerate(self.error_p):
-            nonces[chip] += poisson(rng, mean * (1.0 - p_wrong))
-            if p_wrong > 0:
-                errors[chip] += poisson(rng, mean * p_wrong)
-        self.now_s += dt_s
-        per_nonce = self.hashes_per_nonce
-        return ModuleSample(
-            at_s=self.now_s,
-            chips=tuple(
-                ChipSample(n, e, 0, n * per_nonce, f)
-                for n, e, f in zip(nonces, errors, self.freqs_mhz, strict=True)
-            ),
-            expected_hs=self.expected_hs,
-            temps_c=self.temps_c,
-            board_v=self.board_v,
-            board_a=self.board_a,
-            dcdc_temp_c=self.conditions.board_temp_c + 8.0 + self.board_v * self.board_a / 200,
-            rail_fault=None,
-            fans_stalled=0,
-        )
+LEAD_SEEDS = tuple(range(1, 9))
+SCENARIO_SEEDS = tuple(range(1, 7))
+HEALTHY_SEEDS = (11, 12, 13, 14, 15, 16)
+HEALTHY_DAYS = 7.0
+RETUNE_DAYS = 4.0
+MODULES = 3
+SCENARIO_LEAD_GOALS_H = {"retune": 0.5}
+"""Median lead wanted in each scenario (1 h unless named). A re-tune in the middle of
+aging sets the chip back at its edge and restarts the evidence; what is left is the
+chip's second, faster run to failure."""
+STEP_NEIGHBOUR = 125
+"""On the step scenario's aging boards this chip's rate also jumps 0.1 % → 3 % two hours in."""
 
 
-@dataclass(frozen=True)
-class LeadTime:
-    per_hour: float
-    warned_s: float | None  # first degrading=True, simulated seconds since the start
-    fault_s: float | None  # first HealthLevel.FAULT
-    predicted_ttf_s: float | None  # the time to failure announced with the first warning
-    warned_chip: int | None = None
-
-    @property
-    def lead_s(self) -> float | None:
-        if self.warned_s is None or self.fault_s is None:
-            return None
-        return self.fault_s - self.warned_s
+def aging_chip(seed: int) -> int:
+    return seed * 17 % 126
 
 
-def lead_time(
-    per_hour: float,
-    seed: int,
-    chip: int,
-    *,
-    dt_s: float = 30.0,
-    health: HealthSettings | None = None,
-    predict: PredictSettings | None = None,
-) -> LeadTime:
-    """Run a board with one chip aging at `per_hour` until the health model faults it."""
-    board = StatisticalBoard(seed, degrading={chip: per_hour})
-    model = HealthModel(health or HealthSettings(), board.conditions.chip_count)
-    model.set_board_v_target(board.board_v)
-    predictor = Predictor(predict or PredictSettings(), board.conditions.chip_count)
-    warned_s: float | None = None
-    ttf_s: float | None = None
-    warned_chip: int | None = None
-    limit_s = 1.5 / per_hour * HOUR_S  # degradation 1.5: far past any failure
-    while board.now_s < limit_s:
-        sample = board.step(dt_s)
-        prediction = predictor.update(sample)
-        if prediction.degrading and warned_s is None:
-            warned_s, ttf_s = sample.at_s, prediction.time_to_failure_s
-            warned_chip = prediction.chip
-        if model.update(sample).level is HealthLevel.FAULT:
-            return LeadTime(per_hour, warned_s, sample.at_s, ttf_s, warned_chip)
-    return LeadTime(per_hour, warned_s, None, ttf_s, warned_chip)
+def lead_time(per_hour: float, seed: int, chip: int, *, dt_s: float = 30.0) -> Outcome:
+    """A stock board with one chip aging at `per_hour` from the start, until it faults."""
+    return run_board(
+        seed, schedule=until_fault(1.5 / per_hour * HOUR_S, dt_s), aging={chip: per_hour}
+    )
 
 
-@dataclass(frozen=True)
-class HealthyRun:
-    board_days: float
-    warnings: int  # times degrading went from False to True
-    degraded: int  # times the level left OK
-    worst_score: float
-    reasons: frozenset[str]
-
-
-def healthy_run(seed: int, days: float, *, dt_s: float = 300.0) -> HealthyRun:
+def healthy_run(seed: int, days: float, *, dt_s: float = 300.0) -> Outcome:
     """A sound board at its stock point for `days`: every warning is a false alarm."""
-    board = StatisticalBoard(seed)
-    model = HealthModel(HealthSettings(), board.conditions.chip_count)
-    model.set_board_v_target(board.board_v)
-    predictor = Predictor(PredictSettings(), board.conditions.chip_count)
-    warnings = degraded = 0
-    was_warning, was_ok, worst = False, True, 100.0
-    reasons: set[str] = set()
-    steps = round(days * DAY_S / dt_s)
-    for _ in range(steps):
-        sample = board.step(dt_s)
-        health = model.update(sample)
-        warning = predictor.update(sample).degrading
-        warnings += warning and not was_warning
-        ok = health.level is HealthLevel.OK
-        degraded += was_ok and not ok
-        was_warning, was_ok = warning, ok
-        worst = min(worst, health.score)
-        reasons.update(r.code for r in health.reasons)
-    return HealthyRun(steps * dt_s / DAY_S, warnings, degraded, worst, frozenset(reasons))
+    return run_board(seed, schedule=steady(days, dt_s))
 
 
-def update_cost_us(seconds: int = 3600, seed: int = 5) -> tuple[float, float]:
-    """(mean, max) µs of HealthModel.update + Predictor.update per module-sample at 1 Hz.
+# -- the scenarios -------------------------------------------------------------------------
 
-    The samples are made first so only the models are timed. One chip is aging, so the
-    bucket boundaries (every 5 minutes) run real fits, the costliest updates.
-    """
-    board = StatisticalBoard(seed, degrading={3: 0.1})
-    board.degradation[3] = 0.33
-    samples = [board.step(1.0) for _ in range(seconds)]
-    model = HealthModel(HealthSettings(), board.conditions.chip_count)
-    predictor = Predictor(PredictSettings(), board.conditions.chip_count)
-    costs = []
+Aging = Callable[[int], Outcome]
+Healthy = Callable[[int], Outcome]
+
+
+def _scenarios() -> dict[str, tuple[Aging, Sequence[Healthy]]]:
+    """name: (one aging board by seed, sound boards by seed in the same conditions)."""
+
+    def aging(**kwargs: object) -> Aging:
+        def run(seed: int) -> Outcome:
+            return run_board(seed, aging={aging_chip(seed): AGING_PER_H}, **kwargs)  # type: ignore[arg-type]
+
+        return run
+
+    def healthy(**kwargs: object) -> Healthy:
+        def run(seed: int) -> Outcome:
+            return run_board(seed, **kwargs)  # type: ignore[arg-type]
+
+        return run
+
+    def interrupted_by(how: str) -> Aging:
+        def run(seed: int) -> Outcome:
+            return with_store(
+                lambda directory: run_board(
+                    seed,
+                    schedule=interrupted(LEAD_LIMIT_S, how, directory),
+                    aging={aging_chip(seed): AGING_PER_H},
+                    book=True,
+                    store_dir=directory,
+                )
+            )
+
+        return run
+
+    def restarted(how: str) -> Healthy:
+        def run(seed: int) -> Outcome:
+            return with_store(
+                lambda directory: run_board(
+                    seed,
+                    schedule=restarting(6 * HOUR_S, 3.0, how, directory),
+                    book=True,
+                    store_dir=directory,
+                )
+            )
+
+        return run
+
+    def stepped(*, tuned: bool) -> Healthy:
+        def run(seed: int) -> Outcome:
+            chip = aging_chip(seed)
+            schedule = stepping(chip, 0.001, 0.03, 12 * HOUR_S, 3.0)
+            return run_board(seed, schedule=schedule, tuned=tuned)
+
+        return run
+
+    return {
+        "tuned": (
+            aging(schedule=until_fault(LEAD_LIMIT_S), tuned=True),
+            [healthy(schedule=diurnal(HEALTHY_DAYS), tuned=True)],
+        ),
+        "retune": (
+            aging(
+                schedule=retuning(12 * HOUR_S, 2.0, 30.0), tuned=True, aging_starts_s=11 * HOUR_S
+            ),
+            [healthy(schedule=retuning(12 * HOUR_S, RETUNE_DAYS), tuned=True)],
+        ),
+        "throttle": (
+            aging(schedule=throttling(LEAD_LIMIT_S / DAY_S, dt_s=30.0)),
+            [
+                healthy(schedule=throttling(HEALTHY_DAYS)),
+                healthy(schedule=throttling(HEALTHY_DAYS / 2), tuned=True),
+            ],
+        ),
+        "curtail": (
+            aging(schedule=curtailing(LEAD_LIMIT_S / DAY_S)),
+            [healthy(schedule=curtailing(HEALTHY_DAYS, dt_s=60.0))],
+        ),
+        "restart": (interrupted_by("restart"), [restarted("restart")]),
+        "slot_move": (interrupted_by("move"), [restarted("move")]),
+        "warming": (
+            aging(schedule=warming(LEAD_LIMIT_S, 1.5)),
+            [healthy(schedule=warming(2 * DAY_S, 1.5, 60.0, up_to_c=12.0), tuned=True)],
+        ),
+        "step": (
+            aging(schedule=stepping(STEP_NEIGHBOUR, 0.001, 0.03, 2 * HOUR_S, 1.0)),
+            [stepped(tuned=False), stepped(tuned=True)],
+        ),
+    }
+
+
+def scenario_figures(name: str, aging: Aging, healthy: Sequence[Healthy]) -> list[Figure]:
+    runs = [aging(seed) for seed in SCENARIO_SEEDS]
+    sound = [run(seed) for run in healthy for seed in HEALTHY_SEEDS]
+    goal_h = SCENARIO_LEAD_GOALS_H.get(name, 1.0)
+    leads = [r.lead_s / HOUR_S if r.lead_s is not None else 0.0 for r in runs]
+    false = sum(r.false_warnings for r in runs) + sum(r.warnings for r in sound)
+    board_days = sum(r.board_days for r in (*runs, *sound))
+    figures = [
+        Figure(f"{name}_lead_time_median", statistics.median(leads), "h", f"> {goal_h:g} h"),
+        Figure(f"{name}_lead_time_min", min(leads), "h", "> 0"),
+        Figure(f"{name}_false_warnings_per_board_day", false / board_days, "", "0"),
+        Figure(f"{name}_board_days", board_days, "board-days"),
+    ]
+    if name in ("restart", "slot_move"):
+        gap = max(r.unwarned_s for r in runs) / HOUR_S
+        figures.append(Figure(f"{name}_warning_gap_max", gap, "h", "0"))
+    if name == "curtail":
+        degraded = sum(r.degraded for r in sound) / sum(r.board_days for r in sound)
+        figures.append(Figure("curtail_degraded_per_board_day", degraded, "", "0"))
+    if name == "step":
+        reported = sum(aging_chip(seed) in r.stepped for r, seed in _with_seeds(sound))
+        figures.append(Figure("step_reported_share", reported / len(sound), "", "1"))
+    return figures
+
+
+def _with_seeds(runs: list[Outcome]) -> list[tuple[Outcome, int]]:
+    seeds = list(HEALTHY_SEEDS) * (len(runs) // len(HEALTHY_SEEDS))
+    return list(zip(runs, seeds, strict=True))
+
+
+# -- cost ----------------------------------------------------------------------------------
+
+
+def cost_at(
+    board: StatisticalBoard, *, warm_h: float = 25.0, measure_h: float = 2.0
+) -> tuple[float, float, float]:
+    """(mean µs of health + predictor per 1 Hz sample, longest predictor update ms, mean
+    screened chip-windows per bucket boundary) once every window is full of evidence."""
+    chips = board.conditions.chip_count
+    predictor = Predictor(PredictSettings(), chips, nominal_board_v=board.board_v)
+    model = HealthModel(HealthSettings(), chips, board_v_target=board.board_v)
+    for _ in range(round(warm_h * 60)):
+        predictor.update(board.step(60.0))
+    samples = [board.step(1.0) for _ in range(round(measure_h * HOUR_S))]
+    screened = predictor.work.screened
+    costs, longest = [], 0.0
     clock = time.perf_counter
     for sample in samples:
         started = clock()
         model.update(sample)
+        mid = clock()
         predictor.update(sample)
-        costs.append(clock() - started)
-    return statistics.fmean(costs) * 1e6, max(costs) * 1e6
+        ended = clock()
+        costs.append(ended - started)
+        longest = max(longest, ended - mid)
+    boundaries = measure_h * HOUR_S / PredictSettings().bucket_s
+    return (
+        statistics.fmean(costs) * 1e6,
+        longest * 1e3,
+        (predictor.work.screened - screened) / boundaries,
+    )
 
 
-def busiest_boundary_ms(hours: float = 12.0, freq_mhz: float = 520.0) -> float:
-    """The longest single Predictor.update on a board overclocked until half its chips err
-    (the most fits a bucket boundary can ask for): how long it holds up the event loop."""
-    board = StatisticalBoard(3, conditions=BoardConditions(freq_mhz=freq_mhz, board_temp_c=70.0))
-    predictor = Predictor(PredictSettings(), board.conditions.chip_count)
-    worst = 0.0
-    for _ in range(round(hours * HOUR_S / 60.0)):
-        sample = board.step(60.0)
-        started = time.perf_counter()
-        predictor.update(sample)
-        worst = max(worst, time.perf_counter() - started)
-    return worst * 1e3
-
-
-LEAD_GOALS_H = {0.05: 2.0, 0.1: 1.0, 0.2: 0.25}
-"""Median warning lead wanted per aging rate (per simulated hour): the chip goes from sound
-to failed in about 0.5 / rate hours, and its errors are countable for the last third."""
-
-LEAD_SEEDS = tuple(range(1, 9))
-HEALTHY_SEEDS = (11, 12, 13, 14, 15, 16)
-HEALTHY_DAYS = 7.0
-MODULES = 3
+def tuned_board(seed: int) -> StatisticalBoard:
+    board = StatisticalBoard(seed)
+    board.tune()
+    board.sleep(1.0)
+    return board
 
 
 def run() -> list[Figure]:
     figures = []
     for per_hour, goal_h in LEAD_GOALS_H.items():
-        runs = [lead_time(per_hour, seed, chip=seed * 17 % 126) for seed in LEAD_SEEDS]
+        runs = [lead_time(per_hour, seed, aging_chip(seed)) for seed in LEAD_SEEDS]
         leads = [r.lead_s / HOUR_S if r.lead_s is not None else 0.0 for r in runs]
         name = f"lead_time_{per_hour:g}_per_h"
         figures.append(Figure(f"{name}_median", statistics.median(leads), "h", f"> {goal_h:g} h"))
@@ -260,10 +254,15 @@ def run() -> list[Figure]:
     alarms = sum(r.warnings + r.degraded for r in healthy)
     figures.append(Figure("healthy_board_days", board_days, "board-days"))
     figures.append(Figure("false_alarms_per_board_day", alarms / board_days, "", "0"))
-    mean_us, max_us = update_cost_us()
-    figures.append(Figure("health_predict_cost_per_sample", mean_us, "µs"))
-    figures.append(Figure("health_predict_cost_max", max_us, "µs"))
-    figures.append(Figure("predict_busiest_boundary", busiest_boundary_ms(), "ms", "< 50 ms"))
+    for name, (aging, sound) in _scenarios().items():
+        figures.extend(scenario_figures(name, aging, sound))
+    mean_us, longest_ms, screened = cost_at(tuned_board(3))
+    figures.append(Figure("health_predict_cost_per_sample_tuned", mean_us, "µs"))
+    figures.append(Figure("predict_busiest_boundary_tuned", longest_ms, "ms", "< 50 ms"))
+    figures.append(Figure("predict_chips_screened_per_boundary_tuned", screened, ""))
+    overclocked = StatisticalBoard(3, conditions=BoardConditions(freq_mhz=520.0, board_temp_c=70.0))
+    _, worst_ms, _ = cost_at(overclocked)
+    figures.append(Figure("predict_busiest_boundary_overclocked", worst_ms, "ms", "< 50 ms"))
     figures.append(
         Figure(
             "health_predict_core_share_3x126_1hz",

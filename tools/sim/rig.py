@@ -412,12 +412,16 @@ class SimRig:
             levels += [not final, final] * self.rng.randint(1, 2)
         return [*levels, final]
 
-    def insert_module(self, index: int, *, new: bool = False) -> str:
-        """Seat a module (the one last pulled from this slot, unless `new`); its serial."""
+    def insert_module(self, index: int, *, new: bool = False, from_slot: int | None = None) -> str:
+        """Seat a module (the one last pulled from this slot, or from `from_slot`, unless
+        `new`); its serial."""
         with self.lock:
             slot = self._slot(index)
             if slot.module is not None:
                 raise ValueError(f"slot {index} already holds module {slot.module.serial}")
+            if from_slot is not None:  # moved by hand from another slot
+                source = self._slot(from_slot)
+                slot.shelf, source.shelf = source.shelf, None
             module = slot.shelf if slot.shelf is not None and not new else self._new_module()
             self._seat(slot, module, bounce=True)
             self._note(f"insert {index} ({module.serial})")
