@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from hashbay.agent.governor import (
 )
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
 from hashbay.agent.schedule import parse_priced_window, parse_window
-from hashbay.drivers.envelope import BoardLimits
+from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import ConfigError
 
 # A board whose efficiency peaks in the middle: 1000 W full, 3 points.
@@ -195,3 +196,18 @@ def test_untuned_planner_scales_the_clock_to_the_budget_and_learns_the_power() -
     assert planner.point_for(Mode.MIN, None).freqs_mhz == (100.0,) * 4
     throttled = planner.point_for(Mode.RUN, None, throttle=0.5)
     assert throttled.freqs_mhz == (250.0,) * 4 and "throttled to 50%" in throttled.why
+
+
+def test_a_board_drawing_more_than_its_cap_is_planned_down_to_the_cap() -> None:
+    envelope = SafetyEnvelope(FanLimits(0.2, 1.0), LIMITS, psu_power_max_w=4500)
+    envelope.admit_board(0, dataclasses.replace(LIMITS, power_max_w=1200))
+    planner = PointPlanner(
+        envelope.board(0), chip_count=4, nominal_v=13.2, nominal_freq_mhz=500, hashes_per_mhz=1e9
+    )
+    nominal = planner.point_for(Mode.RUN, envelope.power_budget(0, None))
+    assert nominal.freqs_mhz == (500.0,) * 4  # drawing what it declared: full clock
+    for _ in range(60):
+        planner.learn(1500.0, nominal)  # but it really draws 1500 W there
+    capped = planner.point_for(Mode.RUN, envelope.power_budget(0, None))
+    assert planner.power_w(capped) == pytest.approx(1200, rel=0.02)  # 1500 W -> 1200 W
+    assert planner.point_for(Mode.RUN, envelope.power_budget(0, 5000)) == capped
