@@ -39,19 +39,19 @@ def test_each_kind_of_small_change_is_made_once_per_place() -> None:
     assert mutations_of(SAMPLE) == [
         (2, "`3` → `4`"),
         (5, "`0.5` → `1.5`"),
-        (7, "`and` → `or`"),
         (7, "`not` removed"),
         (7, "`<=` → `<`"),
         (7, "`<=` → `>`"),
         (7, "`<` → `<=`"),
         (7, "`<` → `>=`"),
+        (7, "`and` → `or`"),
         (7, "`!=` → `==`"),
         (7, "`7` → `8`"),
         (8, "raise removed"),
-        (9, "`-` → `+`"),
         (9, "`min` → `max`"),
         (9, "`*` → `/`"),
         (9, "`2` → `3`"),
+        (9, "`-` → `+`"),
         (9, "`1` → `2`"),
         (10, "update removed"),
         (10, "`1` → `2`"),
@@ -102,11 +102,12 @@ def test_dict_entries_are_left_out_one_at_a_time() -> None:
     assert namespace["TABLE"] == {"a": 1, "b": 2}
 
 
-def test_every_safety_core_mutant_is_valid_python() -> None:
+def test_every_safety_core_mutant_is_valid_python_and_named_once() -> None:
     for target in load_targets(TARGETS):
         source = (ROOT / target.module).read_bytes()
         mutants = mutants_of(target.module, source)
         assert len(mutants) >= 10, target.module
+        assert len({m.key for m in mutants}) == len(mutants), target.module
         for mutant in mutants:
             compile(mutant.apply(source), target.module, "exec")
 

@@ -53,7 +53,7 @@ def select(targets: Sequence[Target], names: Sequence[str]) -> list[Target]:
 def plan_for(
     target: Target,
     source: bytes,
-    equivalents: dict[tuple[str, str, int, str], Equivalent],
+    equivalents: dict[tuple[str, str, str, int, str, int], Equivalent],
     sample: int | None,
     seed: str,
 ) -> tuple[list[Mutant], list[Mutant]]:
@@ -100,10 +100,12 @@ def toml_entries(results: Sequence[ModuleResult]) -> str:
             out.append(
                 "[[equivalent]]\n"
                 f"module = {json.dumps(m.module)}\n"
+                f"scope = {json.dumps(m.scope)}\n"
                 f"code = {json.dumps(m.code, ensure_ascii=False)}\n"
                 f"col = {m.col}\n"
                 f"mutation = {json.dumps(m.mutation, ensure_ascii=False)}\n"
-                'reason = ""\n'
+                + (f"occurrence = {m.occurrence}\n" if m.occurrence else "")
+                + 'reason = ""\n'
             )
     return "\n".join(out)
 

@@ -13,6 +13,8 @@ and other strings, f-strings (messages), annotations, decorators, `assert`, logg
 from __future__ import annotations
 
 import ast
+import bisect
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -85,12 +87,14 @@ class Mutant:
     code: str  # that line, stripped
     mutation: str  # what changed, e.g. "`<` → `<=`"
     edits: tuple[Edit, ...]
+    column: int = 0  # 1-based in the file's line, for people reading a report
+    scope: str = ""  # the function, class or class attribute it lies in, e.g. "Foo.bar"
+    occurrence: int = 0  # among mutants with the same scope, code, col and mutation
 
     @property
-    def key(self) -> tuple[str, str, int, str]:
-        return (self.module, self.code, self.col, self.mutation)
-
-    column: int = 0  # 1-based in the file's line, for people reading a report
+    def key(self) -> tuple[str, str, str, int, str, int]:
+        """What names this mutant however the lines around its scope move."""
+        return (self.module, self.scope, self.code, self.col, self.mutation, self.occurrence)
 
     @property
     def where(self) -> str:
@@ -116,6 +120,11 @@ class _Source:
 
     def offset(self, line: int, col: int) -> int:
         return self.starts[line - 1] + col
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """(1-based line, byte column) of a byte offset."""
+        line = bisect.bisect_right(self.starts, offset)
+        return line, offset - self.starts[line - 1]
 
     def span(self, node: ast.AST) -> tuple[int, int]:
         start = self.offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
@@ -149,21 +158,56 @@ def mutants_of(module: str, source: bytes) -> list[Mutant]:
         if id(node) in skipped:
             continue
         for mutation, edits in _mutations(node, src, final_returns):
-            found.append(_mutant(module, src, node, mutation, edits))
-        if isinstance(node, ast.Dict):
-            for entry, mutation, edits in _dict_entries(node, src):
-                found.append(_mutant(module, src, entry, mutation, edits))
+            found.append(_mutant(module, src, mutation, edits))
     found.sort(key=lambda m: (m.line, m.col, m.mutation))
+    scopes = _scopes(tree)
+    seen: dict[tuple[str, str, int, str], int] = {}
+    named = []
+    for mutant in found:
+        scope = _innermost(scopes, mutant.line)
+        same = (scope, mutant.code, mutant.col, mutant.mutation)
+        seen[same] = seen.get(same, -1) + 1
+        named.append(dataclasses.replace(mutant, scope=scope, occurrence=seen[same]))
+    return named
+
+
+def _scopes(tree: ast.AST) -> list[tuple[int, int, str]]:
+    """(first line, last line, dotted name) of each function, class and named assignment."""
+    found: list[tuple[int, int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = None
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = child.name
+            elif isinstance(node, ast.ClassDef | ast.Module) and isinstance(
+                child, ast.Assign | ast.AnnAssign
+            ):
+                targets = child.targets if isinstance(child, ast.Assign) else [child.target]
+                name = ",".join(t.id for t in targets if isinstance(t, ast.Name)) or None
+            if name is None:
+                visit(child, prefix)
+                continue
+            dotted = f"{prefix}.{name}" if prefix else name
+            assert isinstance(child, ast.stmt)
+            found.append((child.lineno, child.end_lineno or child.lineno, dotted))
+            visit(child, dotted)
+
+    visit(tree, "")
     return found
 
 
-def _mutant(
-    module: str, src: _Source, node: ast.AST, mutation: str, edits: Sequence[Edit]
-) -> Mutant:
-    line = node.lineno  # type: ignore[attr-defined]
+def _innermost(scopes: Sequence[tuple[int, int, str]], line: int) -> str:
+    containing = [(last - first, name) for first, last, name in scopes if first <= line <= last]
+    return min(containing)[1] if containing else ""
+
+
+def _mutant(module: str, src: _Source, mutation: str, edits: Sequence[Edit]) -> Mutant:
+    """A mutant placed where its first edit is (an operator's own token, not its node)."""
+    line, byte_col = src.position(min(start for start, _, _ in edits))
     raw = src.lines[line - 1].decode()
     indent = len(raw) - len(raw.lstrip())
-    col = len(raw.encode()[: node.col_offset].decode()) - indent  # type: ignore[attr-defined]
+    col = len(raw.encode()[:byte_col].decode()) - indent
     return Mutant(module, line, col, raw.strip(), mutation, tuple(edits), indent + col + 1)
 
 
@@ -222,6 +266,8 @@ def _mutations(
         yield f"`{dropped}` removed", [(start, start + len(dropped), b"")]
     elif isinstance(node, ast.Constant):
         yield from _constant(node, src)
+    elif isinstance(node, ast.Dict):
+        yield from _dict_entries(node, src)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         other = _SWAPPED_CALLS.get(node.func.id)
         if other is not None:
@@ -292,7 +338,7 @@ def _boolean(node: ast.BoolOp, src: _Source) -> Iterator[tuple[str, list[Edit]]]
     yield f"`{old}` → `{new}`", edits
 
 
-def _dict_entries(node: ast.Dict, src: _Source) -> Iterator[tuple[ast.AST, str, list[Edit]]]:
+def _dict_entries(node: ast.Dict, src: _Source) -> Iterator[tuple[str, list[Edit]]]:
     """Each entry of a dict literal left out (a transition, a mapping, a word)."""
     for index, value in enumerate(node.values):
         key = node.keys[index]
@@ -309,7 +355,7 @@ def _dict_entries(node: ast.Dict, src: _Source) -> Iterator[tuple[ast.AST, str, 
                 end = src.data.rindex(b"**", 0, end)
         shown = src.text(key) if key is not None else "**" + src.text(value)
         shown = " ".join(shown.split())
-        yield key or value, f"entry `{shown[:40]}` removed", [(start, end, b"")]
+        yield f"entry `{shown[:40]}` removed", [(start, end, b"")]
 
 
 def _constant(node: ast.Constant, src: _Source) -> Iterator[tuple[str, list[Edit]]]:

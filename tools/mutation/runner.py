@@ -59,14 +59,16 @@ class Equivalent:
     """A surviving mutant that cannot change behaviour, and why."""
 
     module: str
+    scope: str
     code: str
     col: int
     mutation: str
     reason: str
+    occurrence: int = 0
 
     @property
-    def key(self) -> tuple[str, str, int, str]:
-        return (self.module, self.code, self.col, self.mutation)
+    def key(self) -> tuple[str, str, str, int, str, int]:
+        return (self.module, self.scope, self.code, self.col, self.mutation, self.occurrence)
 
 
 def load_targets(path: Path) -> list[Target]:
@@ -84,8 +86,17 @@ def load_equivalents(path: Path) -> list[Equivalent]:
     for entry in data.get("equivalent", []):
         if not str(entry.get("reason", "")).strip():
             raise ValueError(f"{path}: equivalent mutant {entry} has no reason")
-        fields = (entry["module"], entry["code"], entry["col"], entry["mutation"])
-        found.append(Equivalent(*fields, entry["reason"]))
+        found.append(
+            Equivalent(
+                module=entry["module"],
+                scope=entry.get("scope", ""),
+                code=entry["code"],
+                col=entry["col"],
+                mutation=entry["mutation"],
+                reason=entry["reason"],
+                occurrence=entry.get("occurrence", 0),
+            )
+        )
     return found
 
 
