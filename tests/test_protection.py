@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hashbay.agent.config import load_config
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier
+from hashbay.agent.settings import parse_table
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim.plant import ThermalPlant
 
@@ -255,3 +256,108 @@ def test_thresholds_must_be_in_order(tmp_path: Path) -> None:
     quiet_too_hot = write_config(tmp_path / "b.toml", "[thermal]\ntarget_c = 78\n")
     with pytest.raises(ConfigError, match=r"thermal\.target_c: 78 °C plus"):
         load_config(quiet_too_hot)
+
+
+# -- the settings' ranges, written out: a wrong bound is a wrong safety limit ---------------
+
+PROTECTION_SETTINGS = {  # name: (default, lowest accepted, highest accepted)
+    "check_interval_s": (0.02, 0.005, 1),
+    "warn_c": (80.0, 30, 150),
+    "throttle_c": (85.0, 30, 150),
+    "cutoff_c": (92.0, 30, 150),
+    "hysteresis_c": (5.0, 0.5, 30),
+    "throttle_step": (0.1, 0.01, 0.5),
+    "throttle_min_scale": (0.5, 0.1, 1),
+    "throttle_interval_s": (10.0, 0.5, 600),
+    "stall_scale": (0.7, 0.1, 1),
+    "sensor_lost_s": (5.0, 0, 600),
+    "sensor_stuck_s": (60.0, 1, 3600),
+    "stuck_power_change_w": (100.0, 10, 5000),
+    "max_restarts": (3, 0, 100),
+    "restart_window_s": (3600.0, 60, 7 * 86400),
+    "restart_min_off_s": (30.0, 0, 3600),
+}
+
+
+def range_error(name: str, value: float) -> str | None:
+    """The range error for one protection setting at `value`, or None if it is in range
+    (the three temperatures may still be refused for their order, which is not this)."""
+    try:
+        parse_table(ProtectionSettings, {name: value}, "protection")
+    except ConfigError as exc:
+        if str(exc).startswith(f"protection.{name}: must be"):
+            return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(PROTECTION_SETTINGS))
+def test_protection_settings_default_and_range_are_the_documented_ones(name: str) -> None:
+    default, low, high = PROTECTION_SETTINGS[name]
+    assert getattr(ProtectionSettings(), name) == default
+    past = 1 if isinstance(default, int) else 0.001 * max(1.0, abs(high))
+    assert range_error(name, low) is None
+    assert range_error(name, high) is None
+    assert range_error(name, low - past) is not None
+    assert range_error(name, high + past) is not None
+
+
+# -- a real monotonic clock: days after boot, not near zero -------------------------------
+
+BOOT = 3 * 86_400.0 + 0.375  # a controller up for three days
+
+
+def test_restarts_days_after_boot_are_counted_in_the_window_and_then_need_service() -> None:
+    policy = RestartPolicy(S)
+    for n in range(3):
+        policy.tripped(BOOT + n * 600.0, "board at 93.0 °C reached the 92 °C cutoff: power cut")
+        assert not policy.may_restart(BOOT + n * 600.0 + 29.9)  # restart_min_off_s
+        assert policy.may_restart(BOOT + n * 600.0 + 30.0)
+        policy.record_restart(BOOT + n * 600.0 + 30.0)
+    policy.tripped(BOOT + 1900.0)
+    assert not policy.may_restart(BOOT + 2000.0)
+    assert policy.exhausted and policy.reason.startswith("3 restarts in 1 h: needs service")
+
+
+def test_restarts_days_after_boot_are_forgotten_exactly_one_window_later() -> None:
+    policy = RestartPolicy(S)
+    for n in range(3):
+        policy.record_restart(BOOT + n * 100.0)
+    policy.tripped(BOOT + 3000.0)
+    almost = RestartPolicy(S)
+    for n in range(3):
+        almost.record_restart(BOOT + n * 100.0)
+    assert not almost.may_restart(BOOT + 3599.9)  # all three still inside the hour
+    assert almost.exhausted
+    assert policy.may_restart(BOOT + 3600.0)  # the first is exactly an hour old: forgotten
+    assert policy.restarts == 2
+
+
+def test_a_lost_sensor_days_after_boot_is_cut_after_sensor_lost_s_not_before() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 72.0))
+    assert guard.assess(BOOT + 1.0, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 5.9, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 6.0, (70.0, None)).tier is Tier.SENSOR_FAULT
+    silent = BoardGuard(S)
+    assert silent.assess(BOOT, ()).tier is Tier.WARN
+    assert silent.assess(BOOT + 4.9, ()).tier is Tier.WARN
+    assert silent.assess(BOOT + 5.0, ()).tier is Tier.SENSOR_FAULT
+
+
+def test_throttle_steps_days_after_boot_keep_their_interval() -> None:
+    guard = BoardGuard(S)
+    scales = [guard.assess(BOOT + t, (88.0,)).freq_scale for t in range(0, 25)]
+    assert scales[0] == 0.9 and scales[9] == 0.9 and scales[10] == 0.8 and scales[20] == 0.7
+    ups = [guard.assess(BOOT + t, (70.0,)).freq_scale for t in range(25, 50)]
+    # The last step down was at +20 s: the first step up waits until +30 s, the next +40 s.
+    assert ups[4] == pytest.approx(0.7) and ups[5] == pytest.approx(0.8)
+    assert ups[14] == pytest.approx(0.8) and ups[15] == pytest.approx(0.9)
+
+
+def test_a_stuck_sensor_days_after_boot_is_cut_after_sensor_stuck_s() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):  # the power drops by 150 W at once; sensor 1 never moves
+        verdict = guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1150.0)
+        assert verdict.tier is not Tier.SENSOR_FAULT
+    assert guard.assess(BOOT + 61.0, (66.0, 66.5), 1150.0).tier is Tier.SENSOR_FAULT
