@@ -36,13 +36,12 @@ from hashbay.drivers.pmbus import (
     StatusWord,
     crc8,
     direct_decode,
-    direct_encode,
     linear11_decode,
-    linear11_encode,
     linear16_decode,
     linear16_encode,
     vout_mode_exponent,
 )
+from hashbay.tools.sim import pmbus_wire as sim_wire
 
 I2C_M_RD = 0x0001
 
@@ -334,8 +333,14 @@ def test_linear11_words_decode_as_the_specification_defines(word: int, value: fl
 
 
 @pytest.mark.parametrize("word", LINEAR11_MOST_PRECISE)
-def test_linear11_encoding_uses_the_most_precise_word(word: int) -> None:
-    assert linear11_encode(linear11_decode(word)) == word
+def test_the_simulated_parts_report_linear11_in_the_most_precise_word(word: int) -> None:
+    assert sim_wire.linear11(linear11_decode(word)) == word
+
+
+def test_linear11_has_no_word_beyond_its_range() -> None:
+    assert sim_wire.linear11(-1024.0 * 2**15) == 0x7C00  # N = 15, Y = -1024
+    with pytest.raises(ValueError, match="LINEAR11 cannot hold"):
+        sim_wire.linear11(2.0**25)
 
 
 @pytest.mark.parametrize(("mode", "exponent"), VOUT_MODES)
@@ -363,14 +368,14 @@ def test_hot_swap_direct_coefficients_are_the_datasheets(reading: str) -> None:
     coefficients = HOTSWAP_COEFFICIENTS[Cmd[reading]]
     assert coefficients == DirectCoefficients(m=m, b=b, r=r)
     assert direct_decode(word, coefficients) == pytest.approx(value, abs=1e-9)
-    assert direct_encode(value, coefficients) == word
+    assert sim_wire.direct(value, sim_wire.HOTSWAP_DIRECT[sim_wire.Cmd[reading]]) == word
 
 
 def test_direct_words_are_twos_complement() -> None:
     current = DirectCoefficients(m=6000, b=-200, r=-2)
     assert direct_decode(0xFFFE, current) == pytest.approx(0.0)  # Y = -2
     assert direct_decode(0x8000, DirectCoefficients(m=1, b=0, r=0)) == -32768.0
-    assert direct_encode(-1.0, DirectCoefficients(m=1, b=0, r=0)) == 0xFFFF
+    assert sim_wire.direct(-1.0, sim_wire.Direct(1, 0, 0)) == 0xFFFF
 
 
 def test_pec_is_the_smbus_crc8() -> None:
