@@ -382,3 +382,87 @@ def test_at_most_24_tariff_and_curtailment_windows() -> None:
     with pytest.raises(ConfigError, match="at most 24"):
         parse_table(EconomicsSettings, {"tariff": [*priced, "01:40-01:50=0.2"]}, "e")
     assert EconomicsSettings().curtail_mode == "sleep" and not EconomicsSettings().profit
+
+
+def test_a_decision_is_published_with_its_mode_reason_limits_budgets_and_numbers() -> None:
+    decision = Governor(PowerSettings(), EconomicsSettings()).step(
+        inputs(quiet_scale=0.6, controls=Controls(curtail=None))
+    )
+    assert decision.to_json() == {
+        "mode": "run",
+        "reason": "quiet mode: power at 60% to stay under the noise cap",
+        "limits": ["quiet"],
+        "budgets_w": {"0": 600.0, "1": 600.0},
+        "price_per_kwh": 0.0,
+        "quiet_scale": 0.6,
+    }
+
+
+def test_every_curtailment_says_what_curtails_and_a_target_starts_afresh_after_it() -> None:
+    economics = EconomicsSettings(curtail_schedule=("02:00-03:00",))
+    governor = Governor(PowerSettings(target_w=1200), economics)
+    governor.step(inputs(now_s=BOOT, input_w=2000.0))
+    wound = governor.step(inputs(now_s=BOOT + 10, input_w=2000.0))
+    assert total_w(wound) < 1200 * 0.9
+    command = governor.step(inputs(now_s=BOOT + 11, controls=Controls(curtail="min")))
+    assert (command.mode, command.limits) == (Mode.MIN, ("command",))
+    assert governor.step(inputs(now_s=BOOT + 12, minute_of_day=150)).limits == ("schedule",)
+    assert governor.step(inputs(now_s=BOOT + 13, work_available=False)).limits == ("no_pool",)
+    resumed = governor.step(inputs(now_s=BOOT + 14, input_w=2000.0))
+    assert total_w(resumed) == pytest.approx(1200 * 0.9)  # feed-forward again, not wound
+
+
+def test_an_unprofitable_spell_restarts_the_target_from_its_feed_forward() -> None:
+    economics = EconomicsSettings(profit=True, hashprice_per_th_day=0.05)
+    governor = Governor(PowerSettings(target_w=1500), economics)
+    governor.step(inputs(now_s=BOOT, input_w=3000.0))
+    assert total_w(governor.step(inputs(now_s=BOOT + 10, input_w=3000.0))) < 1350
+    dear = Controls(electricity_per_kwh=5.0)
+    assert governor.step(inputs(now_s=BOOT + 11, controls=dear)).mode is Mode.SLEEP
+    back = governor.step(inputs(now_s=BOOT + 12, input_w=3000.0))
+    assert total_w(back) == pytest.approx(1350)
+
+
+def test_profit_mode_says_why_and_what_it_earns() -> None:
+    economics = EconomicsSettings(profit=True, electricity_per_kwh=0.05)
+    governor = Governor(PowerSettings(), economics)
+    unpriced = governor.step(inputs())
+    assert unpriced.limits == ("profit_unpriced",)
+    priced = governor.step(inputs(controls=Controls(hashprice_per_th_day=0.05)))
+    assert priced.limits == ("profit",)
+    assert priced.reason == "profit 2.53/day at 0.05/kWh"
+    assert priced.numbers == {
+        "price_per_kwh": 0.05,
+        "hashprice_per_th_day": 0.05,
+        "profit_per_day": 2.53,  # 2 (2.6 - 1000 / 0.9 * 24 / 1000 * 0.05), to the cent
+    }
+
+
+def test_with_equal_earnings_a_board_runs_at_the_lower_power() -> None:
+    same = [CurvePoint(500, 30e12), CurvePoint(800, 30e12)]  # free power: only hashrate counts
+    economics = EconomicsSettings(profit=True, hashprice_per_th_day=0.05)
+    decision = Governor(PowerSettings(), economics).step(inputs(curves={0: same}))
+    assert decision.budgets_w == {0: 500}
+
+
+def test_one_step_never_corrects_more_than_the_whole_error() -> None:
+    governor = Governor(PowerSettings(gain=2, ramp_w_per_s=100_000), EconomicsSettings())
+    target = Controls(power_target_w=2000)
+    curves = {0: WIDE, 1: WIDE}
+    governor.step(inputs(now_s=BOOT, curves=curves, controls=target))  # 1800 W
+    step = governor.step(inputs(now_s=BOOT + 1, input_w=1500.0, curves=curves, controls=target))
+    assert total_w(step) == pytest.approx(1800 + 500 * 0.9)  # all of it, not twice
+
+
+def test_a_board_without_a_curve_gets_nothing_from_a_target_or_quiet_mode() -> None:
+    decision = Governor(PowerSettings(), EconomicsSettings()).step(
+        inputs(curves={0: [], 1: WIDE}, quiet_scale=0.5, controls=Controls(power_target_w=2000))
+    )
+    assert decision.budgets_w == {0: 0.0, 1: pytest.approx(1000)}
+
+
+def test_published_numbers_are_rounded_for_people() -> None:
+    decision = Governor(PowerSettings(), EconomicsSettings()).step(inputs(quiet_scale=0.66667))
+    published = decision.to_json()
+    assert published["budgets_w"] == {"0": 666.7, "1": 666.7}
+    assert published["quiet_scale"] == 0.667
