@@ -6,6 +6,7 @@ import binascii
 import dataclasses
 import datetime
 import errno
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -283,3 +284,35 @@ def identities(draw: st.DrawFn) -> BoardIdentity:
 @given(identities())
 def test_every_valid_identity_round_trips(identity: BoardIdentity) -> None:
     assert decode_identity(encode_identity(identity)) == identity
+
+
+@pytest.mark.parametrize(
+    ("field", "too_big", "words"),
+    [
+        ("chip_model", 0x10000, "chip model 65536 does not fit 16 bits"),
+        ("vout_max_mv", 0x10000, "voltage maximum 65536 does not fit 16 bits"),
+        ("freq_max_mhz", 0x10000, "frequency maximum 65536 does not fit 16 bits"),
+        ("power_max_w", 0x10000, "power maximum 65536 does not fit 16 bits"),
+        ("hardware_revision", 256, "hardware revision 256 does not fit 8 bits"),
+    ],
+)
+def test_a_field_wider_than_its_bytes_in_the_record_is_refused(
+    field: str, too_big: int, words: str
+) -> None:
+    fields: dict[str, Any] = {field: too_big}
+    with pytest.raises(ValueError, match=f"^{words}$"):
+        dataclasses.replace(IDENTITY, **fields)
+
+
+def test_fields_at_the_top_of_their_bytes_fit_the_record() -> None:
+    widest = dataclasses.replace(
+        IDENTITY, chip_model=0xFFFF, hardware_revision=255, power_max_w=0xFFFF
+    )
+    assert decode_identity(encode_identity(widest)) == widest
+
+
+def test_a_chain_of_255_chips_is_the_longest_a_record_can_describe() -> None:
+    longest = dataclasses.replace(IDENTITY, chip_count=255, chips_per_domain=5)
+    assert decode_identity(encode_identity(longest)).chip_count == 255
+    with pytest.raises(ValueError, match=r"chip count 256 outside 1\.\.255"):
+        dataclasses.replace(IDENTITY, chip_count=256, chips_per_domain=4)

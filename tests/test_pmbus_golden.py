@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import math
 from collections.abc import Sequence
 
 import pytest
@@ -190,11 +191,11 @@ LINEAR16 = [  # (word, exponent, value)
 ]
 
 # Our hot-swap controller's datasheet: (m, b, R) per reading, and one worked example each.
-HOTSWAP_DIRECT = {
-    "READ_VIN": ((6200, 0, -2), 0x0D14, 54.0),  # (6200·54)/100 = 3348
-    "READ_VOUT": ((6250, 0, -2), 0x0D2F, 54.0),  # 3375
-    "READ_IOUT": ((6000, -200, -2), 0x0706, 30.0),  # (6000·30 - 200)/100 = 1798
-    "READ_PIN": ((9000, 0, -3), 0x38F4, 1620.0),  # 9000·1620/1000 = 14580
+HOTSWAP_DIRECT = {  # (m, b, R), one word and its value, the value of one count
+    "READ_VIN": ((6200, 0, -2), 0x0D14, 54.0, 0.0161),  # (6200·54)/100 = 3348
+    "READ_VOUT": ((6250, 0, -2), 0x0D2F, 54.0, 0.0160),  # 3375
+    "READ_IOUT": ((6000, -200, -2), 0x0706, 30.0, 0.0167),  # (6000·30 - 200)/100 = 1798
+    "READ_PIN": ((9000, 0, -3), 0x38F4, 1620.0, 0.111),  # 9000·1620/1000 = 14580
 }
 
 # -- a bus that replays captured bytes -----------------------------------------------------
@@ -354,6 +355,24 @@ def test_vout_modes_other_than_linear_are_refused(mode: int) -> None:
         vout_mode_exponent(mode)
 
 
+@pytest.mark.parametrize("mode", [-1, 0x100])
+def test_a_vout_mode_that_is_not_a_byte_is_a_protocol_error(mode: int) -> None:
+    with pytest.raises(ProtocolError, match="is not a byte"):
+        vout_mode_exponent(mode)
+
+
+def test_linear16_refuses_what_sixteen_bits_cannot_carry() -> None:
+    assert linear16_encode(65535 / 512, -9) == 0xFFFF
+    for value in (128.0, -0.01, math.nan, math.inf):
+        with pytest.raises(ValueError, match="LINEAR16 cannot encode"):
+            linear16_encode(value, -9)
+
+
+def test_direct_coefficients_need_a_slope() -> None:
+    with pytest.raises(ValueError, match="m must not be 0"):
+        DirectCoefficients(m=0, b=0, r=0)
+
+
 @pytest.mark.parametrize(("word", "exponent", "value"), LINEAR16)
 def test_linear16_words_decode_and_encode_as_the_specification_defines(
     word: int, exponent: int, value: float
@@ -364,9 +383,10 @@ def test_linear16_words_decode_and_encode_as_the_specification_defines(
 
 @pytest.mark.parametrize("reading", sorted(HOTSWAP_DIRECT))
 def test_hot_swap_direct_coefficients_are_the_datasheets(reading: str) -> None:
-    (m, b, r), word, value = HOTSWAP_DIRECT[reading]
+    (m, b, r), word, value, one_count = HOTSWAP_DIRECT[reading]
     coefficients = HOTSWAP_COEFFICIENTS[Cmd[reading]]
     assert coefficients == DirectCoefficients(m=m, b=b, r=r)
+    assert coefficients.resolution == pytest.approx(one_count, rel=0.01)
     assert direct_decode(word, coefficients) == pytest.approx(value, abs=1e-9)
     assert sim_wire.direct(value, sim_wire.HOTSWAP_DIRECT[sim_wire.Cmd[reading]]) == word
 
