@@ -316,3 +316,26 @@ def test_a_chain_of_255_chips_is_the_longest_a_record_can_describe() -> None:
     assert decode_identity(encode_identity(longest)).chip_count == 255
     with pytest.raises(ValueError, match=r"chip count 256 outside 1\.\.255"):
         dataclasses.replace(IDENTITY, chip_count=256, chips_per_domain=4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"vout_min_mv": 0}, "voltage limits 0..14500 mV"),
+        ({"freq_min_mhz": 0}, "frequency limits 0..650 MHz"),
+        ({"manufactured": datetime.date(1999, 12, 31)}, "before 2000"),
+    ],
+)
+def test_limits_from_zero_and_dates_before_2000_are_refused(
+    changes: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ValueError, match=words):
+        dataclasses.replace(IDENTITY, **changes)
+
+
+def test_a_record_without_its_padding_still_decodes() -> None:
+    image = encode_identity(IDENTITY)
+    assert decode_identity(image[:RECORD_LEN]) == IDENTITY
+    with pytest.raises(IdentityError, match=f"only {RECORD_LEN - 1} bytes"):
+        decode_identity(image[: RECORD_LEN - 1])
+    assert dataclasses.replace(IDENTITY, manufactured=datetime.date(2000, 1, 1)).limits
