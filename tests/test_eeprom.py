@@ -205,6 +205,8 @@ def corrupt(offset: int, value: bytes) -> bytes:
         (corrupt(50, (15_000).to_bytes(2, "big")), "voltage limits 15000..14500"),
         (corrupt(54, (700).to_bytes(2, "big")), "frequency limits 700..650"),
         (corrupt(5, b"HB\x07S21"), "model .* is not printable ASCII"),
+        (corrupt(5, b"HB\x7fS21"), r"model b'HB\\x7fS21-76\\x00.*' is not printable ASCII"),
+        (corrupt(5, b"HB\x1fS21"), r"model b'HB\\x1fS21-76\\x00.*' is not printable ASCII"),
         (corrupt(21, b"\x00" * 16), "serial .* is not printable ASCII"),
         (corrupt(43, b"\x02\x1e"), "manufacture date 2024-02-30 does not exist"),
         (corrupt(41, b"\x07\x00"), "before 2000"),
