@@ -341,3 +341,52 @@ def test_a_record_without_its_padding_still_decodes() -> None:
     with pytest.raises(IdentityError, match=f"only {RECORD_LEN - 1} bytes"):
         decode_identity(image[: RECORD_LEN - 1])
     assert dataclasses.replace(IDENTITY, manufactured=datetime.date(2000, 1, 1)).limits
+
+
+# -- the chip's edges ----------------------------------------------------------------------
+
+
+def test_reads_and_writes_stay_inside_the_256_byte_chip(clock: Clock) -> None:
+    bus, _ = attach(clock, bytes(range(256)))
+    chip = eeprom(bus, clock)
+    assert chip.read(255, 1) == b"\xff"
+    assert chip.read(0, 256) == bytes(range(256))
+    for offset, length in ((256, 1), (-1, 1), (0, 0), (0, 257)):
+        with pytest.raises(ValueError, match="outside the 256-byte chip"):
+            chip.read(offset, length)
+    chip.write(249, b"\x01" * 7)
+    for offset, data in ((250, b"\x01" * 7), (-1, b"\x01")):
+        with pytest.raises(ValueError, match="outside the chip"):
+            chip.write(offset, data)
+
+
+def test_a_chip_that_stays_busy_is_given_25_polls_a_millisecond_apart(clock: Clock) -> None:
+    bus = SimI2CBus()
+    bus.attach(ADDR, SimEeprom(b"\xff" * SIZE, clock=clock, write_cycle_s=1.0))  # dying
+    with pytest.raises(
+        HardwareError,
+        match=r"^slot 2 EEPROM \(0x50\): still busy 25 ms after a page write at 8 \(datasheet",
+    ):
+        eeprom(bus, clock).write(8, b"\x42")
+    assert clock.sleeps == 25
+    clock.now += 1.0  # the chip finished at last
+    slow = Eeprom24C02(
+        bus, ADDR, "slot 2 EEPROM", sleep=clock.sleep, poll_interval_s=0.002, max_polls=4
+    )
+    with pytest.raises(HardwareError, match="still busy 8 ms"):
+        slow.write(8, b"\x42")
+
+
+def test_a_bus_error_during_a_write_or_its_polling_is_a_hardware_error(clock: Clock) -> None:
+    bus, _ = attach(clock)
+    bus.set_error_rate(1.0, ADDR)
+    with pytest.raises(HardwareError, match=r"slot 2 EEPROM \(0x50\) write @16: Input/output"):
+        eeprom(bus, clock).write(16, b"\x42")
+    bus.clear_faults()
+
+    def sleep_then_fail(seconds: float) -> None:
+        bus.set_error_rate(1.0, ADDR)
+
+    failing = Eeprom24C02(bus, ADDR, "slot 2 EEPROM", sleep=sleep_then_fail)
+    with pytest.raises(HardwareError, match=r"slot 2 EEPROM \(0x50\) write poll: Input/output"):
+        failing.write(16, b"\x42")
