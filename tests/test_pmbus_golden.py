@@ -491,3 +491,9 @@ def test_psu_input_faults_reach_the_fault_list() -> None:
 def test_a_device_missing_from_the_bus_is_a_hardware_error() -> None:
     with pytest.raises(HardwareError, match=r"PSU \(0x59\) READ_VIN"):
         Psu(WireCapture({PSU: PSU_CAPTURE}), 0x59).read_telemetry()
+
+
+def test_a_status_built_from_its_word_alone_has_clear_detail_registers() -> None:
+    status = Status(StatusWord(0x0040))
+    assert (status.vout, status.iout, status.input, status.temperature, status.cml) == (0,) * 5
+    assert status.problems() == ("output off",) and status.faults() == ()
