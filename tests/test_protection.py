@@ -361,3 +361,70 @@ def test_a_stuck_sensor_days_after_boot_is_cut_after_sensor_stuck_s() -> None:
         verdict = guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1150.0)
         assert verdict.tier is not Tier.SENSOR_FAULT
     assert guard.assess(BOOT + 61.0, (66.0, 66.5), 1150.0).tier is Tier.SENSOR_FAULT
+
+
+# -- edges of the guard ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temps", [(85.0, 85.0, 92.0), (80.0, 92.0, 92.0), (80.0, 80.0, 80.0)])
+def test_thresholds_that_coincide_are_refused(temps: tuple[float, float, float]) -> None:
+    warn, throttle, cutoff = temps
+    with pytest.raises(ConfigError, match="must hold"):
+        ProtectionSettings(warn_c=warn, throttle_c=throttle, cutoff_c=cutoff)
+
+
+def test_a_fresh_board_inside_the_warning_band_is_not_warned() -> None:
+    guard = BoardGuard(S)
+    assert guard.assess(BOOT, (77.0,)).tier is Tier.OK  # the band only holds a warning
+    assert guard.assess(BOOT + 1, (80.0,)).tier is Tier.WARN
+    assert guard.assess(BOOT + 2, (75.0,)).tier is Tier.WARN  # at the band's edge: held
+    assert guard.assess(BOOT + 3, (74.99,)).tier is Tier.OK
+    guard.assess(BOOT + 4, (81.0,))
+    guard.reset()
+    assert guard.assess(BOOT + 5, (77.0,)).tier is Tier.OK  # a restarted board starts clear
+
+
+def test_a_cut_board_runs_at_no_clock_until_it_is_restarted() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (93.0,))
+    assert guard.freq_scale == 0.0
+    later = guard.assess(BOOT + 1, (40.0,))
+    assert (later.tier, later.freq_scale, later.changed) == (Tier.CUT, 0.0, False)
+    guard.reset()
+    assert guard.freq_scale == 1.0
+
+
+def test_a_power_change_of_exactly_stuck_power_change_w_moves_a_live_sensor() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):
+        assert guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1200.0).tier is Tier.OK
+    assert guard.assess(BOOT + 61, (66.0, 66.5), 1200.0).tier is Tier.SENSOR_FAULT
+
+
+def test_the_stuck_clock_starts_at_the_first_power_move_and_missing_power_is_no_move() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):  # power falls at +1 s and again at +30 s; unknown now and then
+        power = None if t % 7 == 0 else (1150.0 if t < 30 else 1000.0)
+        assert guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), power).tier is Tier.OK
+    assert guard.assess(BOOT + 61, (66.0, 66.5), 1000.0).tier is Tier.SENSOR_FAULT
+
+
+def test_an_unreadable_sample_is_judged_lost_not_stuck() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):
+        guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1150.0)
+    blank = guard.assess(BOOT + 61, (66.0, None), 1150.0)
+    assert blank.tier is Tier.OK  # one missed read: not yet lost, and not a stuck value
+    stuck = guard.assess(BOOT + 62, (66.0, 66.5), 1150.0)
+    assert stuck.tier is Tier.SENSOR_FAULT and "stuck at 66.50 °C" in stuck.reason
+
+
+def test_a_sensor_that_appears_later_is_watched_from_when_it_appeared() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0,))
+    assert guard.assess(BOOT + 10, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 14.9, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 15, (70.0, None)).tier is Tier.SENSOR_FAULT
