@@ -433,12 +433,9 @@ class Status:
                 found.extend(_flag_words(flags, words, f"STATUS_{field.upper()}"))
         if summarised:
             summarised |= StatusWord.NONE_OF_THE_ABOVE
-        for flag, text in _WORD_WORDS.items():
+        for flag, text in _WORD_WORDS.items():  # every one of its 16 bits has words
             if self.word & flag and not summarised & flag:
                 found.append(text)
-        unknown = int(self.word) & ~_known(_WORD_WORDS)
-        if unknown:
-            found.append(f"reserved STATUS_WORD bits 0x{unknown:04X}")
         return tuple(dict.fromkeys(found))
 
     def describe(self) -> str:

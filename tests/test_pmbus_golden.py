@@ -27,6 +27,7 @@ from hashbay.drivers.pmbus import (
     DcDc,
     DirectCoefficients,
     HotSwap,
+    PMBusDevice,
     Psu,
     Status,
     StatusCml,
@@ -240,6 +241,7 @@ class WireCapture:
             for address, capture in devices.items()
         }
         self.writes: list[tuple[int, bytes]] = []
+        self.reads: list[tuple[int, int, int]] = []  # address, command, bytes read
 
     def i2c_rdwr(self, *msgs: i2c_msg) -> None:
         if len(msgs) == 1 and not msgs[0].flags & I2C_M_RD:
@@ -247,6 +249,7 @@ class WireCapture:
             return
         request, response = msgs
         command = ctypes.string_at(request.buf, request.len)[0]
+        self.reads.append((request.addr, command, response.len))
         data = self.devices.get(request.addr, {}).get(command)
         if data is None:
             raise OSError(errno.EREMOTEIO, "Remote I/O error")
@@ -497,3 +500,80 @@ def test_a_status_built_from_its_word_alone_has_clear_detail_registers() -> None
     status = Status(StatusWord(0x0040))
     assert (status.vout, status.iout, status.input, status.temperature, status.cml) == (0,) * 5
     assert status.problems() == ("output off",) and status.faults() == ()
+
+
+def test_a_read_takes_exactly_its_data_and_the_pec_byte_off_the_wire() -> None:
+    bus = WireCapture({PSU: PSU_CAPTURE})
+    Psu(bus, PSU).read_telemetry()
+    Psu(bus, PSU, pec=False).read_telemetry()
+    with_pec, without = bus.reads[:9], bus.reads[9:]
+    assert (PSU, 0x88, 3) in with_pec and (PSU, 0x20, 2) in with_pec
+    assert (PSU, 0x88, 2) in without and (PSU, 0x20, 1) in without
+    bus.reads.clear()
+    Psu(bus, PSU).identity()
+    assert bus.reads == [(PSU, 0x99, 34), (PSU, 0x9A, 34)]  # count, 32 bytes at most, PEC
+
+
+@pytest.mark.parametrize("address", [0x02, 0x78, 0x80])
+def test_an_address_outside_the_7_bit_device_range_is_refused(address: int) -> None:
+    with pytest.raises(ValueError, match="is not a 7-bit device address"):
+        Psu(WireCapture({}), address)
+
+
+def test_the_first_and_last_device_addresses_are_accepted() -> None:
+    for address in (0x03, 0x77):
+        assert PMBusDevice(WireCapture({}), address, "edge", pec=True).address == address
+
+
+def test_a_write_to_a_device_that_is_gone_is_a_hardware_error() -> None:
+    class Gone(WireCapture):
+        def i2c_rdwr(self, *msgs: i2c_msg) -> None:
+            raise OSError(errno.EREMOTEIO, "Remote I/O error")
+
+    with pytest.raises(HardwareError, match=r"slot 1 DC-DC \(0x20\) OPERATION: Remote I/O"):
+        DcDc(Gone({}), 1, DCDC, envelope_with_slot(1)).off()
+
+
+def block(text: bytes, command: int) -> str:
+    data = bytes((len(text),)) + text
+    return (data + bytes((sim_wire.pec_of_read(PSU, command, data),))).hex(" ")
+
+
+def test_a_block_of_32_bytes_is_read_and_longer_asks_are_refused() -> None:
+    longest = b"M" * 31 + b" "  # trailing padding is dropped, inner spaces kept
+    bus = WireCapture({PSU: {**PSU_CAPTURE, 0x9A: block(b"PSU 5000" + longest[8:], 0x9A)}})
+    assert Psu(bus, PSU).identity().mfr_model == "PSU 5000" + "M" * 23
+    device = PMBusDevice(bus, PSU, "PSU", pec=True)
+    for size in (0, 33):
+        with pytest.raises(ValueError, match="block length"):
+            device.read_block(0x9A, size)
+    assert device.read_block(0x99, 6) == b"HB-PSU"
+    with pytest.raises(ProtocolError, match=r"block count 6 outside 1\.\.5"):
+        device.read_block(0x99, 5)
+
+
+@pytest.mark.parametrize("bad", [b"HB\x7fPSU", b"HB\x1fPSU"])
+def test_text_with_a_byte_outside_printable_ascii_is_refused(bad: bytes) -> None:
+    bus = WireCapture({PSU: {**PSU_CAPTURE, 0x99: block(bad, 0x99)}})
+    with pytest.raises(ProtocolError, match="is not printable ASCII"):
+        Psu(bus, PSU).identity()
+
+
+@pytest.mark.parametrize("volts", [12.0, 12.5, 13.0])
+def test_a_rail_voltage_on_a_limit_is_written_exactly(volts: float) -> None:
+    bus = WireCapture({DCDC: DCDC_CAPTURE})
+    envelope = envelope_with_slot(1)
+    envelope.admit_board(1, BoardLimits(volts if volts < 13 else 12.0, volts, 400, 650, 1600))
+    assert DcDc(bus, 1, DCDC, envelope).set_vout(volts) == volts
+    ((_, written),) = bus.writes
+    assert int.from_bytes(written[1:3], "little") == round(volts * 512)
+
+
+def test_a_rail_voltage_between_words_is_rounded_inside_the_limits() -> None:
+    envelope = envelope_with_slot(1)
+    envelope.admit_board(1, BoardLimits(12.301, 12.31, 400, 650, 1600))
+    bus = WireCapture({DCDC: DCDC_CAPTURE})
+    written = DcDc(bus, 1, DCDC, envelope).set_vout(12.301)
+    # 12.301 V is 6298.1 counts: the nearest word (6298) lies below the minimum, so the
+    # next one up is written.
+    assert written == 6299 / 512
