@@ -428,3 +428,56 @@ def test_a_sensor_that_appears_later_is_watched_from_when_it_appeared() -> None:
     assert guard.assess(BOOT + 10, (70.0, None)).tier is Tier.OK
     assert guard.assess(BOOT + 14.9, (70.0, None)).tier is Tier.OK
     assert guard.assess(BOOT + 15, (70.0, None)).tier is Tier.SENSOR_FAULT
+
+
+def test_the_hottest_sensor_counts_wherever_it_sits() -> None:
+    verdict = BoardGuard(S).assess(BOOT, (93.0, 70.0, 71.0))
+    assert (verdict.tier, verdict.hottest_c) == (Tier.CUT, 93.0)
+
+
+def test_a_board_long_at_the_throttle_floor_steps_up_as_soon_as_it_cools() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 101):  # the floor (50 %) is reached at +40 s; still hot until +100 s
+        guard.assess(BOOT + t, (88.0,))
+    assert guard.freq_scale == 0.5
+    assert guard.assess(BOOT + 101, (70.0,)).freq_scale == pytest.approx(0.6)
+
+
+def test_a_cool_board_at_full_clock_steps_down_as_soon_as_it_heats() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 100):
+        guard.assess(BOOT + t, (60.0,))
+    assert guard.assess(BOOT + 100, (86.0,)).freq_scale == pytest.approx(0.9)
+
+
+def test_the_clock_steps_back_up_only_below_the_band_and_never_past_full() -> None:
+    settings = ProtectionSettings(throttle_min_scale=0.55)
+    guard = BoardGuard(settings)
+    for t in range(0, 50, 10):  # 0.9, 0.8, 0.7, 0.6, then the 0.55 floor
+        guard.assess(BOOT + t, (88.0,))
+    assert guard.freq_scale == pytest.approx(0.55)
+    assert guard.assess(BOOT + 50, (80.0,)).freq_scale == pytest.approx(0.55)  # at the edge
+    ups = [guard.assess(BOOT + t, (79.99,)).freq_scale for t in range(60, 120, 10)]
+    assert ups == pytest.approx([0.65, 0.75, 0.85, 0.95, 1.0, 1.0])
+
+
+def test_one_stalled_fan_throttles_too() -> None:
+    verdict = BoardGuard(S).assess(BOOT, (60.0,), fans_stalled=1)
+    assert (verdict.tier, verdict.freq_scale) == (Tier.THROTTLE, 0.7)
+    assert verdict.reason == "1 fan stalled: clock at 70%"
+
+
+def test_a_board_throttled_by_heat_to_the_stall_scale_keeps_its_heat_reason() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 30, 10):  # 0.9, 0.8, 0.7
+        guard.assess(BOOT + t, (88.0,))
+    verdict = guard.assess(BOOT + 25, (88.0,), fans_stalled=1)
+    assert verdict.freq_scale == pytest.approx(0.7)
+    assert verdict.reason.startswith("board at 88.0 °C, throttling at 85 °C")
+
+
+def test_a_board_is_cool_enough_to_restart_only_below_the_band() -> None:
+    policy = RestartPolicy(S)
+    assert not policy.cooled((80.0,))
+    assert policy.cooled((79.99, 50.0))
+    assert not policy.cooled((70.0, math.inf))
