@@ -481,3 +481,24 @@ def test_a_board_is_cool_enough_to_restart_only_below_the_band() -> None:
     assert not policy.cooled((80.0,))
     assert policy.cooled((79.99, 50.0))
     assert not policy.cooled((70.0, math.inf))
+
+
+@pytest.mark.parametrize(
+    ("window_s", "words"),
+    [
+        (60, "60 s"),
+        (119, "119 s"),
+        (120, "2 min"),
+        (3540, "59 min"),
+        (3600, "1 h"),
+        (5400, "90 min"),
+        (7199, "120 min"),
+        (7200, "2 h"),
+        (9000, "2.5 h"),
+        (86_400, "24 h"),
+    ],
+)
+def test_the_service_reason_gives_the_window_in_words(window_s: float, words: str) -> None:
+    policy = RestartPolicy(ProtectionSettings(max_restarts=0, restart_window_s=window_s))
+    assert not policy.may_restart(BOOT)
+    assert policy.reason == f"0 restarts in {words}: needs service"
