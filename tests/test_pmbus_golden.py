@@ -532,6 +532,10 @@ def test_a_write_to_a_device_that_is_gone_is_a_hardware_error() -> None:
 
     with pytest.raises(HardwareError, match=r"slot 1 DC-DC \(0x20\) OPERATION: Remote I/O"):
         DcDc(Gone({}), 1, DCDC, envelope_with_slot(1)).off()
+    with pytest.raises(HardwareError, match=r"^slot 1 hot-swap \(0x10\) OPERATION: Remote I/O"):
+        HotSwap(Gone({}), 1, HOTSWAP, envelope_with_slot(1)).off()
+    with pytest.raises(HardwareError, match=r"^PSU B \(0x58\) CLEAR_FAULTS: Remote I/O"):
+        Psu(Gone({}), PSU, name="PSU B").clear_faults()
 
 
 def block(text: bytes, command: int) -> str:
