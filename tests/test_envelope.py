@@ -43,6 +43,11 @@ def test_fan_limits_inverted_negative_or_above_full_are_refused(
         FanLimits(*duties)
 
 
+def test_board_limits_just_above_zero_are_still_limits() -> None:
+    tiny = BoardLimits(0.5, 0.8, 0.5, 0.9, 0.5)
+    assert (tiny.vout_min_v, tiny.freq_min_mhz, tiny.power_max_w) == (0.5, 0.5, 0.5)
+
+
 def test_board_limits_may_pin_a_single_value() -> None:
     pinned = BoardLimits(13.0, 13.0, 500, 500, 1000)
     assert (pinned.vout_max_v, pinned.freq_max_mhz) == (13.0, 500)
