@@ -181,7 +181,7 @@ LINEAR11 = [  # (word, value): 5-bit exponent above an 11-bit mantissa, both sig
 LINEAR11_MOST_PRECISE = [word for word, value in LINEAR11[:6]]
 
 VOUT_MODES = [(0x17, -9), (0x16, -10), (0x14, -12), (0x00, 0), (0x0F, 15), (0x10, -16)]
-NOT_LINEAR_MODES = [0x20, 0x37, 0x40, 0x5F, 0x60, 0x80, 0xE0]  # VID, DIRECT, half, reserved
+NOT_LINEAR_MODES = [0x20, 0x37, 0x40, 0x5F, 0x60, 0x80, 0xE0, 0xFF]  # VID, DIRECT, half, …
 
 LINEAR16 = [  # (word, exponent, value)
     (0x1B00, -9, 13.5),
@@ -552,6 +552,8 @@ def test_a_block_of_32_bytes_is_read_and_longer_asks_are_refused() -> None:
         with pytest.raises(ValueError, match="block length"):
             device.read_block(0x9A, size)
     assert device.read_block(0x99, 6) == b"HB-PSU"
+    one = WireCapture({PSU: {0x99: block(b"X", 0x99)}})
+    assert PMBusDevice(one, PSU, "PSU", pec=True).read_block(0x99, 1) == b"X"
     with pytest.raises(ProtocolError, match=r"block count 6 outside 1\.\.5"):
         device.read_block(0x99, 5)
 
