@@ -455,10 +455,20 @@ def test_one_step_never_corrects_more_than_the_whole_error() -> None:
 
 
 def test_a_board_without_a_curve_gets_nothing_from_a_target_or_quiet_mode() -> None:
+    governor = Governor(PowerSettings(), EconomicsSettings())
+    curves: dict[int, list[CurvePoint]] = {0: [], 1: WIDE}
+    quiet = governor.step(inputs(curves=curves, quiet_scale=0.5))
+    assert quiet.budgets_w == {0: 0.0, 1: pytest.approx(1000)}
+    target = governor.step(inputs(curves=curves, controls=Controls(power_target_w=2000)))
+    assert target.budgets_w == {0: 0.0, 1: pytest.approx(1800)}
+
+
+def test_boards_share_a_target_by_what_they_can_draw_however_little() -> None:
+    tiny = [CurvePoint(0.25, 1e9), CurvePoint(0.5, 2e9)]
     decision = Governor(PowerSettings(), EconomicsSettings()).step(
-        inputs(curves={0: [], 1: WIDE}, quiet_scale=0.5, controls=Controls(power_target_w=2000))
+        inputs(curves={0: tiny, 1: tiny}, controls=Controls(power_target_w=1000))
     )
-    assert decision.budgets_w == {0: 0.0, 1: pytest.approx(1000)}
+    assert decision.budgets_w == {0: pytest.approx(0.5), 1: pytest.approx(0.5)}
 
 
 def test_published_numbers_are_rounded_for_people() -> None:

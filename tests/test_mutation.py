@@ -8,6 +8,11 @@ that leaves a safety limit untested fails CI even between full runs.
 from __future__ import annotations
 
 import ast
+import hashlib
+import subprocess
+import sys
+
+import pytest
 
 from hashbay.tools.mutation.__main__ import EQUIVALENTS, ROOT, TARGETS
 from hashbay.tools.mutation.mutants import mutants_of
@@ -128,3 +133,27 @@ def test_the_test_map_names_existing_test_files() -> None:
         assert (ROOT / target.module).is_file()
         for test in target.tests:
             assert (ROOT / test).is_file(), test
+
+
+def digest_of_tree() -> str:
+    digest = hashlib.sha256()
+    for folder in ("agent", "drivers"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_a_sample_of_every_safety_core_modules_mutants_is_killed() -> None:
+    before = digest_of_tree()
+    run = subprocess.run(
+        [sys.executable, "-m", "hashbay.tools.mutation", "--sample", "3", "--strict"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for target in load_targets(TARGETS):
+        assert target.module in run.stdout
+    assert digest_of_tree() == before, "the working tree was left mutated"

@@ -544,9 +544,9 @@ def block(text: bytes, command: int) -> str:
 
 
 def test_a_block_of_32_bytes_is_read_and_longer_asks_are_refused() -> None:
-    longest = b"M" * 31 + b" "  # trailing padding is dropped, inner spaces kept
-    bus = WireCapture({PSU: {**PSU_CAPTURE, 0x9A: block(b"PSU 5000" + longest[8:], 0x9A)}})
-    assert Psu(bus, PSU).identity().mfr_model == "PSU 5000" + "M" * 23
+    longest = b"PSU 5000~" + b"M" * 22 + b" "  # trailing padding dropped, the rest kept
+    bus = WireCapture({PSU: {**PSU_CAPTURE, 0x9A: block(longest, 0x9A)}})
+    assert Psu(bus, PSU).identity().mfr_model == "PSU 5000~" + "M" * 22
     device = PMBusDevice(bus, PSU, "PSU", pec=True)
     for size in (0, 33):
         with pytest.raises(ValueError, match="block length"):
