@@ -2,9 +2,10 @@
 
 Each mutant is one AST node changed (a comparison flipped at its boundary or negated, a
 number moved by one, a boolean swapped, `and` for `or`, `min` for `max`, an arithmetic or
-bit operator swapped, a `not` or a minus dropped, a `raise`, an early `return`, a call
-statement or an in-place update removed), written back as a splice of the original bytes,
-so the rest of the file stays byte for byte what it was and a mutant reads like a diff.
+bit operator swapped, a `not` or a minus dropped, a `raise`, an early `return`, a
+`break`/`continue`, a call statement or an in-place update removed, a dict entry left
+out), written back as a splice of the original bytes, so the rest of the file stays byte
+for byte what it was and a mutant reads like a diff.
 
 Not mutated, because a change there is not a behaviour the tests should pin: docstrings
 and other strings, f-strings (messages), annotations, decorators, `assert`, logging calls.
