@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -139,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{m.where}: {m.mutation}    {m.code}")
         return 0
 
+    # SIGTERM unwinds like Ctrl-C: running tests are killed and the temporary trees removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
 
     def progress(target: Target, mutant: Mutant, outcome: Outcome) -> None:
