@@ -122,7 +122,9 @@ def test_every_accepted_equivalent_mutant_still_exists_and_says_why() -> None:
     existing = {
         m.key for module in targets for m in mutants_of(module, (ROOT / module).read_bytes())
     }
-    for equivalent in load_equivalents(EQUIVALENTS):
+    equivalents = load_equivalents(EQUIVALENTS)
+    assert len({e.key for e in equivalents}) == len(equivalents), "an entry is listed twice"
+    for equivalent in equivalents:
         assert equivalent.module in targets
         assert equivalent.key in existing, f"stale entry in equivalent.toml: {equivalent}"
         assert len(equivalent.reason) > 20
