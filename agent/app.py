@@ -83,7 +83,7 @@ class Agent:
             Path(config.agent.state_dir) / "events.db", config.mqtt.spool_max_events
         )
         self.events = EventBus(self.spool)
-        self.budget = PowerBudget(config.limits.psu_power_max_w)
+        self.budget = PowerBudget(self.rig.envelope.psu_power_max_w)
         self.mqtt_wake = asyncio.Event()
         self.controls = ControlStore(Path(config.agent.state_dir) / "controls.json")
         self.sweep = SensorSweep(self.rig.call, config.protection.check_interval_s)

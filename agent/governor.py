@@ -24,7 +24,6 @@ from hashbay.agent.schedule import TimeWindow, parse_priced_window, parse_window
 from hashbay.agent.settings import scalars, setting
 
 BOARD_TO_INPUT = 0.9  # board rail watts per PSU input watt: DC-DC and PSU losses together
-SECONDS_PER_DAY = 86_400
 
 
 class Mode(enum.StrEnum):

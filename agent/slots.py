@@ -627,9 +627,7 @@ class SlotController:
         def progress(step: TuneProgress) -> None:
             self._set_status(tuning=step.describe())
 
-        budget = self._svc.director.budget_w(self.index)
-        cap_w = self._svc.envelope.board(self.index).power_max_w
-        cap_w = cap_w if budget is None else min(cap_w, budget)
+        cap_w = self._svc.envelope.power_budget(self.index, self._svc.director.budget_w(self.index))
         chain.set_ticket_difficulty(tuning.settings.ticket_difficulty)
         try:
             profile = await Autotuner(tuning.settings).run(
@@ -696,7 +694,8 @@ class SlotController:
         director = self._svc.director
         mode = director.mode()
         budget = director.budget_w(self.index) if mode is Mode.RUN else None
-        return planner.point_for(mode, budget, self.throttle)
+        capped = self._svc.envelope.power_budget(self.index, budget)
+        return planner.point_for(mode, capped, self.throttle)
 
     async def _apply(self, target: OperatingPoint) -> None:
         """Move to `target`, ramping: voltage up before clocks, clocks down before voltage.

@@ -130,7 +130,7 @@ def _problem(identity: BoardIdentity) -> str | None:
         return f"chip count {i.chip_count} outside 1..255"
     if not 1 <= i.chips_per_domain <= i.chip_count or i.chip_count % i.chips_per_domain:
         return f"{i.chips_per_domain} chips per domain does not divide {i.chip_count} chips"
-    if not 2000 <= i.manufactured.year <= 0xFFFF:
+    if i.manufactured.year < 2000:  # and a date's year never outgrows its 16 bits
         return f"manufacture date {i.manufactured} is before 2000"
     if not 0 < i.vout_min_mv <= i.nominal_vout_mv <= i.vout_max_mv:
         return (

@@ -125,15 +125,16 @@ class SafetyEnvelope:
         what = f"slot {slot} frequency"
         return _within(what, mhz, limits.freq_min_mhz, limits.freq_max_mhz, "MHz", 1, "this module")
 
-    def board_power(self, slot: int, watts: float) -> float:
-        limits = self.board(slot)
-        return _within(f"slot {slot} power", watts, 0, limits.power_max_w, "W", 0, "this module")
-
-    def miner_power(self, watts: float) -> float:
-        """A whole-miner power target (at the PSU input)."""
-        return _within(
-            "miner power target", watts, 0, self.psu_power_max_w, "W", 0, "limits.psu_power_max_w"
-        )
+    def power_budget(self, slot: int, budget_w: float | None) -> float:
+        """The most this board may be planned to draw: the budget asked for (None: no
+        budget), never above the board's cap (its declared maximum within the site's
+        limits.board_power_max_w). Clocks are chosen to fit it, so a board that draws more
+        than its model says is slowed down rather than run past its cap."""
+        cap_w = self.board(slot).power_max_w
+        if budget_w is None:
+            return cap_w
+        _require_finite(budget_w, f"slot {slot} power budget")
+        return min(max(budget_w, 0.0), cap_w)
 
 
 def _within(  # noqa: PLR0917 - one call shape for every limit

@@ -1,7 +1,8 @@
 """PMBus: the codecs, the status registers, and the three power devices of the miner.
 
 The numeric formats and the SMBus PEC are pure functions over ints and bytes, so they
-are property-tested on their own and the simulator encodes with the very same code.
+are tested on their own against golden words from the specification; the simulator
+encodes with its own code (tools/sim/pmbus_wire.py), so the two sides check each other.
 Transactions are built from raw `i2c_rdwr` messages (write the command, repeated start,
 read) rather than the kernel's SMBus calls: that way PEC is computed and checked here,
 identically on an i2c-dev bus and on the simulated one, and a flipped bit on a noisy
@@ -93,17 +94,6 @@ def linear11_decode(word: int) -> float:
     return math.ldexp(_signed(word & 0x7FF, 11), _signed(word >> 11, 5))
 
 
-def linear11_encode(value: float) -> int:
-    """The LINEAR11 word nearest to value, using the smallest exponent whose mantissa fits."""
-    if not math.isfinite(value):
-        raise ValueError(f"LINEAR11 cannot encode {value!r}")
-    for exponent in range(-16, 16):
-        mantissa = round(math.ldexp(value, -exponent))
-        if -1024 <= mantissa <= 1023:
-            return ((exponent & 0x1F) << 11) | (mantissa & 0x7FF)
-    raise ValueError(f"LINEAR11 cannot encode {value!r}: magnitude too large")
-
-
 def vout_mode_exponent(mode: int) -> int:
     """The LINEAR16 exponent from a VOUT_MODE byte; other modes are not spoken here."""
     if not 0 <= mode <= 0xFF:
@@ -114,13 +104,6 @@ def vout_mode_exponent(mode: int) -> int:
             "supports only LINEAR16 output voltages, so this device model is not supported"
         )
     return _signed(mode & 0x1F, 5)
-
-
-def vout_mode_byte(exponent: int) -> int:
-    """The VOUT_MODE byte announcing LINEAR16 with this exponent."""
-    if not -16 <= exponent <= 15:
-        raise ValueError(f"LINEAR16 exponent {exponent} outside -16..15")
-    return exponent & 0x1F
 
 
 def linear16_decode(word: int, exponent: int) -> float:
@@ -162,18 +145,7 @@ def direct_decode(word: int, coefficients: DirectCoefficients) -> float:
     return (y * 10.0**-c.r - c.b) / c.m
 
 
-def direct_encode(value: float, coefficients: DirectCoefficients) -> int:
-    if not math.isfinite(value):
-        raise ValueError(f"DIRECT cannot encode {value!r}")
-    c = coefficients
-    y = round((c.m * value + c.b) * 10.0**c.r)
-    if not -0x8000 <= y <= 0x7FFF:
-        raise ValueError(f"DIRECT cannot encode {value!r} with {c}")
-    return y & 0xFFFF
-
-
 # Our hot-swap controller's datasheet (a 48-60 V, 0-60 A, ADM1272/LTC4282-class part).
-# The simulator imports this same table: the coefficients belong to the part, not to us.
 #
 #   quantity    command    m      b      R    one count   example
 #   input V     READ_VIN   6200   0      -2   16.1 mV     54.0 V  -> 3348
@@ -461,12 +433,9 @@ class Status:
                 found.extend(_flag_words(flags, words, f"STATUS_{field.upper()}"))
         if summarised:
             summarised |= StatusWord.NONE_OF_THE_ABOVE
-        for flag, text in _WORD_WORDS.items():
+        for flag, text in _WORD_WORDS.items():  # every one of its 16 bits has words
             if self.word & flag and not summarised & flag:
                 found.append(text)
-        unknown = int(self.word) & ~_known(_WORD_WORDS)
-        if unknown:
-            found.append(f"reserved STATUS_WORD bits 0x{unknown:04X}")
         return tuple(dict.fromkeys(found))
 
     def describe(self) -> str:

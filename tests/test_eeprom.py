@@ -6,6 +6,7 @@ import binascii
 import dataclasses
 import datetime
 import errno
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -204,6 +205,8 @@ def corrupt(offset: int, value: bytes) -> bytes:
         (corrupt(50, (15_000).to_bytes(2, "big")), "voltage limits 15000..14500"),
         (corrupt(54, (700).to_bytes(2, "big")), "frequency limits 700..650"),
         (corrupt(5, b"HB\x07S21"), "model .* is not printable ASCII"),
+        (corrupt(5, b"HB\x7fS21"), r"model b'HB\\x7fS21-76\\x00.*' is not printable ASCII"),
+        (corrupt(5, b"HB\x1fS21"), r"model b'HB\\x1fS21-76\\x00.*' is not printable ASCII"),
         (corrupt(21, b"\x00" * 16), "serial .* is not printable ASCII"),
         (corrupt(43, b"\x02\x1e"), "manufacture date 2024-02-30 does not exist"),
         (corrupt(41, b"\x07\x00"), "before 2000"),
@@ -283,3 +286,107 @@ def identities(draw: st.DrawFn) -> BoardIdentity:
 @given(identities())
 def test_every_valid_identity_round_trips(identity: BoardIdentity) -> None:
     assert decode_identity(encode_identity(identity)) == identity
+
+
+@pytest.mark.parametrize(
+    ("field", "too_big", "words"),
+    [
+        ("chip_model", 0x10000, "chip model 65536 does not fit 16 bits"),
+        ("vout_max_mv", 0x10000, "voltage maximum 65536 does not fit 16 bits"),
+        ("freq_max_mhz", 0x10000, "frequency maximum 65536 does not fit 16 bits"),
+        ("power_max_w", 0x10000, "power maximum 65536 does not fit 16 bits"),
+        ("hardware_revision", 256, "hardware revision 256 does not fit 8 bits"),
+    ],
+)
+def test_a_field_wider_than_its_bytes_in_the_record_is_refused(
+    field: str, too_big: int, words: str
+) -> None:
+    fields: dict[str, Any] = {field: too_big}
+    with pytest.raises(ValueError, match=f"^{words}$"):
+        dataclasses.replace(IDENTITY, **fields)
+
+
+def test_fields_at_the_top_of_their_bytes_fit_the_record() -> None:
+    widest = dataclasses.replace(
+        IDENTITY, chip_model=0xFFFF, hardware_revision=255, power_max_w=0xFFFF
+    )
+    assert decode_identity(encode_identity(widest)) == widest
+
+
+def test_a_chain_of_255_chips_is_the_longest_a_record_can_describe() -> None:
+    longest = dataclasses.replace(IDENTITY, chip_count=255, chips_per_domain=5)
+    assert decode_identity(encode_identity(longest)).chip_count == 255
+    with pytest.raises(ValueError, match=r"chip count 256 outside 1\.\.255"):
+        dataclasses.replace(IDENTITY, chip_count=256, chips_per_domain=4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"vout_min_mv": 0}, "voltage limits 0..14500 mV"),
+        ({"freq_min_mhz": 0}, "frequency limits 0..650 MHz"),
+        ({"manufactured": datetime.date(1999, 12, 31)}, "before 2000"),
+    ],
+)
+def test_limits_from_zero_and_dates_before_2000_are_refused(
+    changes: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ValueError, match=words):
+        dataclasses.replace(IDENTITY, **changes)
+
+
+def test_a_record_without_its_padding_still_decodes() -> None:
+    image = encode_identity(IDENTITY)
+    assert decode_identity(image[:RECORD_LEN]) == IDENTITY
+    with pytest.raises(IdentityError, match=f"only {RECORD_LEN - 1} bytes"):
+        decode_identity(image[: RECORD_LEN - 1])
+    assert dataclasses.replace(IDENTITY, manufactured=datetime.date(2000, 1, 1)).limits
+
+
+# -- the chip's edges ----------------------------------------------------------------------
+
+
+def test_reads_and_writes_stay_inside_the_256_byte_chip(clock: Clock) -> None:
+    bus, _ = attach(clock, bytes(range(256)))
+    chip = eeprom(bus, clock)
+    assert chip.read(255, 1) == b"\xff"
+    assert chip.read(0, 256) == bytes(range(256))
+    for offset, length in ((256, 1), (-1, 1), (0, 0), (0, 257)):
+        with pytest.raises(ValueError, match="outside the 256-byte chip"):
+            chip.read(offset, length)
+    chip.write(249, b"\x01" * 7)
+    for offset, data in ((250, b"\x01" * 7), (-1, b"\x01")):
+        with pytest.raises(ValueError, match="outside the chip"):
+            chip.write(offset, data)
+
+
+def test_a_chip_that_stays_busy_is_given_25_polls_a_millisecond_apart(clock: Clock) -> None:
+    bus = SimI2CBus()
+    bus.attach(ADDR, SimEeprom(b"\xff" * SIZE, clock=clock, write_cycle_s=1.0))  # dying
+    with pytest.raises(
+        HardwareError,
+        match=r"^slot 2 EEPROM \(0x50\): still busy 25 ms after a page write at 8 \(datasheet",
+    ):
+        eeprom(bus, clock).write(8, b"\x42")
+    assert clock.sleeps == 25
+    clock.now += 1.0  # the chip finished at last
+    slow = Eeprom24C02(
+        bus, ADDR, "slot 2 EEPROM", sleep=clock.sleep, poll_interval_s=0.005, max_polls=150
+    )
+    with pytest.raises(HardwareError, match="still busy 750 ms"):
+        slow.write(8, b"\x42")
+
+
+def test_a_bus_error_during_a_write_or_its_polling_is_a_hardware_error(clock: Clock) -> None:
+    bus, _ = attach(clock)
+    bus.set_error_rate(1.0, ADDR)
+    with pytest.raises(HardwareError, match=r"slot 2 EEPROM \(0x50\) write @16: Input/output"):
+        eeprom(bus, clock).write(16, b"\x42")
+    bus.clear_faults()
+
+    def sleep_then_fail(seconds: float) -> None:
+        bus.set_error_rate(1.0, ADDR)
+
+    failing = Eeprom24C02(bus, ADDR, "slot 2 EEPROM", sleep=sleep_then_fail)
+    with pytest.raises(HardwareError, match=r"slot 2 EEPROM \(0x50\) write poll: Input/output"):
+        failing.write(16, b"\x42")

@@ -85,3 +85,14 @@ def test_the_guard_thread_trips_once_on_a_stuck_call() -> None:
         guard.stop()
     assert len(tripped) == 1
     assert tripped[0].startswith("hardware bus stuck")
+
+
+def test_a_silent_loop_is_a_stall_only_after_the_timeout_itself() -> None:
+    clock = Clock(DAYS_AFTER_BOOT + 0.125)
+    liveness = Liveness(10.0, clock)
+    clock.now += 10.0
+    assert liveness.stalled() is None  # exactly the timeout: not yet
+    clock.now += 0.5
+    assert liveness.stalled() == "event loop stalled for 10.5 s"
+    liveness.loop_beat()
+    assert liveness.stalled() is None

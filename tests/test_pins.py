@@ -46,8 +46,12 @@ def test_fan_duty_outside_the_envelope_is_refused_and_nothing_is_written(
     assert factory.pin(12).state == pytest.approx(0.5)
 
 
-def test_rpm_is_measured_from_tach_pulses_over_the_window(factory: Any) -> None:
-    clock = Clock()
+CLOCKS = [100.0, 3 * 86_400.0 + 0.3]  # a monotonic clock soon after boot, and days after
+
+
+@pytest.mark.parametrize("start", CLOCKS)
+def test_rpm_is_measured_from_tach_pulses_over_the_window(factory: Any, start: float) -> None:
+    clock = Clock(start)
     fan = make_fan(factory, clock)
     tach = factory.pin(16)
     for _ in range(100):  # 100 pulses = 50 revolutions
@@ -66,8 +70,11 @@ def test_rpm_is_measured_from_tach_pulses_over_the_window(factory: Any) -> None:
     assert fan.read().stalled  # a read too soon after repeats the last honest figure
 
 
-def test_presence_is_believed_only_after_the_contact_stops_bouncing(factory: Any) -> None:
-    clock = Clock()
+@pytest.mark.parametrize("start", CLOCKS)
+def test_presence_is_believed_only_after_the_contact_stops_bouncing(
+    factory: Any, start: float
+) -> None:
+    clock = Clock(start)
     pins = SlotPins(17, 27, 22, 23, factory, debounce_s=0.05, clock=clock)
     presence = factory.pin(17)
     assert not pins.present()

@@ -28,16 +28,14 @@ from hashbay.drivers.pmbus import (
     StatusWord,
     crc8,
     direct_decode,
-    direct_encode,
     linear11_decode,
-    linear11_encode,
     linear16_decode,
     linear16_encode,
     pec_read,
     pec_write,
-    vout_mode_byte,
     vout_mode_exponent,
 )
+from hashbay.tools.sim import pmbus_wire as sim_wire
 from hashbay.tools.sim.i2c import SimI2CBus
 from hashbay.tools.sim.pmbus_devices import BLOCK, Register, SimDcDc, SimHotSwap, SimPsu
 
@@ -80,13 +78,13 @@ def test_table_crc8_equals_the_bitwise_definition(data: bytes) -> None:
 def test_linear11_known_words() -> None:
     assert linear11_decode(((-2 & 0x1F) << 11) | 100) == 25.0
     assert linear11_decode(0x07FF) == -1.0
-    assert linear11_encode(25.0) == ((-5 & 0x1F) << 11) | 800  # most precise exponent
+    assert sim_wire.linear11(25.0) == ((-5 & 0x1F) << 11) | 800  # most precise exponent
 
 
 @settings(max_examples=300)
 @given(st.floats(-1023 * 2**15, 1023 * 2**15))
 def test_linear11_round_trip_within_resolution(value: float) -> None:
-    decoded = linear11_decode(linear11_encode(value))
+    decoded = linear11_decode(sim_wire.linear11(value))
     assert abs(decoded - value) <= max(abs(value) / 1000, 2**-17)
 
 
@@ -97,7 +95,7 @@ def test_linear11_decodes_any_word(word: int) -> None:
 
 def test_vout_mode_must_be_linear() -> None:
     assert vout_mode_exponent(0x17) == -9
-    assert vout_mode_exponent(vout_mode_byte(-10)) == -10
+    assert vout_mode_exponent(sim_wire.vout_mode(-10)) == -10
     for mode in (0x20, 0x40, 0x60, 0x97):
         with pytest.raises(ProtocolError, match="not linear"):
             vout_mode_exponent(mode)
@@ -142,7 +140,7 @@ def test_direct_round_trip_within_resolution(coefficients: DirectCoefficients, f
     c = coefficients
     top = (0x7FFF * 10.0**-c.r - c.b) / c.m
     value = f * top
-    decoded = direct_decode(direct_encode(value, c), c)
+    decoded = direct_decode(sim_wire.direct(value, sim_wire.Direct(c.m, c.b, c.r)), c)
     assert abs(decoded - value) <= c.resolution / 2 + 1e-9
 
 
@@ -153,7 +151,7 @@ def test_direct_decodes_any_word(word: int, coefficients: DirectCoefficients) ->
 
 def test_direct_uses_all_three_coefficients() -> None:
     c = DirectCoefficients(m=6000, b=-200, r=-2)
-    assert direct_encode(30.0, c) == 1798  # (6000·30 - 200)·10^-2
+    assert sim_wire.direct(30.0, sim_wire.Direct(6000, -200, -2)) == 1798  # (6000·30-200)/100
     assert direct_decode(1798, c) == pytest.approx(30.0)
     assert direct_decode(0xFFFE, c) == pytest.approx(0.0)  # -2 counts is 0 A
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hashbay.agent.config import load_config
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier
+from hashbay.agent.settings import parse_table
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim.plant import ThermalPlant
 
@@ -255,3 +256,249 @@ def test_thresholds_must_be_in_order(tmp_path: Path) -> None:
     quiet_too_hot = write_config(tmp_path / "b.toml", "[thermal]\ntarget_c = 78\n")
     with pytest.raises(ConfigError, match=r"thermal\.target_c: 78 °C plus"):
         load_config(quiet_too_hot)
+
+
+# -- the settings' ranges, written out: a wrong bound is a wrong safety limit ---------------
+
+PROTECTION_SETTINGS = {  # name: (default, lowest accepted, highest accepted)
+    "check_interval_s": (0.02, 0.005, 1),
+    "warn_c": (80.0, 30, 150),
+    "throttle_c": (85.0, 30, 150),
+    "cutoff_c": (92.0, 30, 150),
+    "hysteresis_c": (5.0, 0.5, 30),
+    "throttle_step": (0.1, 0.01, 0.5),
+    "throttle_min_scale": (0.5, 0.1, 1),
+    "throttle_interval_s": (10.0, 0.5, 600),
+    "stall_scale": (0.7, 0.1, 1),
+    "sensor_lost_s": (5.0, 0, 600),
+    "sensor_stuck_s": (60.0, 1, 3600),
+    "stuck_power_change_w": (100.0, 10, 5000),
+    "max_restarts": (3, 0, 100),
+    "restart_window_s": (3600.0, 60, 7 * 86400),
+    "restart_min_off_s": (30.0, 0, 3600),
+}
+
+
+def range_error(name: str, value: float) -> str | None:
+    """The range error for one protection setting at `value`, or None if it is in range
+    (the three temperatures may still be refused for their order, which is not this)."""
+    try:
+        parse_table(ProtectionSettings, {name: value}, "protection")
+    except ConfigError as exc:
+        if str(exc).startswith(f"protection.{name}: must be"):
+            return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(PROTECTION_SETTINGS))
+def test_protection_settings_default_and_range_are_the_documented_ones(name: str) -> None:
+    default, low, high = PROTECTION_SETTINGS[name]
+    assert getattr(ProtectionSettings(), name) == default
+    past = 1 if isinstance(default, int) else 0.5  # inside the next mutation (+1)
+    assert range_error(name, low) is None
+    assert range_error(name, high) is None
+    assert range_error(name, low - past) is not None
+    assert range_error(name, high + past) is not None
+
+
+# -- a real monotonic clock: days after boot, not near zero -------------------------------
+
+BOOT = 3 * 86_400.0 + 0.375  # a controller up for three days
+
+
+def test_restarts_days_after_boot_are_counted_in_the_window_and_then_need_service() -> None:
+    policy = RestartPolicy(S)
+    for n in range(3):
+        policy.tripped(BOOT + n * 600.0, "board at 93.0 °C reached the 92 °C cutoff: power cut")
+        assert not policy.may_restart(BOOT + n * 600.0 + 29.9)  # restart_min_off_s
+        assert policy.may_restart(BOOT + n * 600.0 + 30.0)
+        policy.record_restart(BOOT + n * 600.0 + 30.0)
+    policy.tripped(BOOT + 1900.0)
+    assert not policy.may_restart(BOOT + 2000.0)
+    assert policy.exhausted and policy.reason.startswith("3 restarts in 1 h: needs service")
+
+
+def test_restarts_days_after_boot_are_forgotten_exactly_one_window_later() -> None:
+    policy = RestartPolicy(S)
+    for n in range(3):
+        policy.record_restart(BOOT + n * 100.0)
+    policy.tripped(BOOT + 3000.0)
+    almost = RestartPolicy(S)
+    for n in range(3):
+        almost.record_restart(BOOT + n * 100.0)
+    assert not almost.may_restart(BOOT + 3599.9)  # all three still inside the hour
+    assert almost.exhausted
+    assert policy.may_restart(BOOT + 3600.0)  # the first is exactly an hour old: forgotten
+    assert policy.restarts == 2
+
+
+def test_a_lost_sensor_days_after_boot_is_cut_after_sensor_lost_s_not_before() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 72.0))
+    assert guard.assess(BOOT + 1.0, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 5.9, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 6.0, (70.0, None)).tier is Tier.SENSOR_FAULT
+    silent = BoardGuard(S)
+    assert silent.assess(BOOT, ()).tier is Tier.WARN
+    assert silent.assess(BOOT + 4.9, ()).tier is Tier.WARN
+    assert silent.assess(BOOT + 5.0, ()).tier is Tier.SENSOR_FAULT
+
+
+def test_throttle_steps_days_after_boot_keep_their_interval() -> None:
+    guard = BoardGuard(S)
+    scales = [guard.assess(BOOT + t, (88.0,)).freq_scale for t in range(0, 25)]
+    assert scales[0] == 0.9 and scales[9] == 0.9 and scales[10] == 0.8 and scales[20] == 0.7
+    ups = [guard.assess(BOOT + t, (70.0,)).freq_scale for t in range(25, 50)]
+    # The last step down was at +20 s: the first step up waits until +30 s, the next +40 s.
+    assert ups[4] == pytest.approx(0.7) and ups[5] == pytest.approx(0.8)
+    assert ups[14] == pytest.approx(0.8) and ups[15] == pytest.approx(0.9)
+
+
+def test_a_stuck_sensor_days_after_boot_is_cut_after_sensor_stuck_s() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):  # the power drops by 150 W at once; sensor 1 never moves
+        verdict = guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1150.0)
+        assert verdict.tier is not Tier.SENSOR_FAULT
+    assert guard.assess(BOOT + 61.0, (66.0, 66.5), 1150.0).tier is Tier.SENSOR_FAULT
+
+
+# -- edges of the guard ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temps", [(85.0, 85.0, 92.0), (80.0, 92.0, 92.0), (80.0, 80.0, 80.0)])
+def test_thresholds_that_coincide_are_refused(temps: tuple[float, float, float]) -> None:
+    warn, throttle, cutoff = temps
+    with pytest.raises(ConfigError, match="must hold"):
+        ProtectionSettings(warn_c=warn, throttle_c=throttle, cutoff_c=cutoff)
+
+
+def test_a_fresh_board_inside_the_warning_band_is_not_warned() -> None:
+    guard = BoardGuard(S)
+    assert guard.assess(BOOT, (77.0,)).tier is Tier.OK  # the band only holds a warning
+    assert guard.assess(BOOT + 1, (80.0,)).tier is Tier.WARN
+    assert guard.assess(BOOT + 2, (75.0,)).tier is Tier.WARN  # at the band's edge: held
+    assert guard.assess(BOOT + 3, (74.99,)).tier is Tier.OK
+    guard.assess(BOOT + 4, (81.0,))
+    guard.reset()
+    assert guard.assess(BOOT + 5, (77.0,)).tier is Tier.OK  # a restarted board starts clear
+
+
+def test_a_cut_board_runs_at_no_clock_until_it_is_restarted() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (93.0,))
+    assert guard.freq_scale == 0.0
+    later = guard.assess(BOOT + 1, (40.0,))
+    assert (later.tier, later.freq_scale, later.changed) == (Tier.CUT, 0.0, False)
+    guard.reset()
+    assert guard.freq_scale == 1.0
+
+
+def test_a_power_change_of_exactly_stuck_power_change_w_moves_a_live_sensor() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):
+        assert guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1200.0).tier is Tier.OK
+    assert guard.assess(BOOT + 61, (66.0, 66.5), 1200.0).tier is Tier.SENSOR_FAULT
+
+
+def test_the_stuck_clock_starts_at_the_first_power_move_and_missing_power_is_no_move() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):  # power falls at +1 s and again at +30 s; unknown now and then
+        power = None if t % 7 == 0 else (1150.0 if t < 30 else 1000.0)
+        assert guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), power).tier is Tier.OK
+    assert guard.assess(BOOT + 61, (66.0, 66.5), 1000.0).tier is Tier.SENSOR_FAULT
+
+
+def test_an_unreadable_sample_is_judged_lost_not_stuck() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):
+        guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1150.0)
+    blank = guard.assess(BOOT + 61, (66.0, None), 1150.0)
+    assert blank.tier is Tier.OK  # one missed read: not yet lost, and not a stuck value
+    stuck = guard.assess(BOOT + 62, (66.0, 66.5), 1150.0)
+    assert stuck.tier is Tier.SENSOR_FAULT and "stuck at 66.50 °C" in stuck.reason
+
+
+def test_a_sensor_that_appears_later_is_watched_from_when_it_appeared() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0,))
+    assert guard.assess(BOOT + 10, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 14.9, (70.0, None)).tier is Tier.OK
+    assert guard.assess(BOOT + 15, (70.0, None)).tier is Tier.SENSOR_FAULT
+
+
+def test_the_hottest_sensor_counts_wherever_it_sits() -> None:
+    verdict = BoardGuard(S).assess(BOOT, (93.0, 70.0, 71.0))
+    assert (verdict.tier, verdict.hottest_c) == (Tier.CUT, 93.0)
+
+
+def test_a_board_long_at_the_throttle_floor_steps_up_as_soon_as_it_cools() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 101):  # the floor (50 %) is reached at +40 s; still hot until +100 s
+        guard.assess(BOOT + t, (88.0,))
+    assert guard.freq_scale == 0.5
+    assert guard.assess(BOOT + 101, (70.0,)).freq_scale == pytest.approx(0.6)
+
+
+def test_a_cool_board_at_full_clock_steps_down_as_soon_as_it_heats() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 96):
+        guard.assess(BOOT + t, (60.0,))
+    assert guard.assess(BOOT + 96, (86.0,)).freq_scale == pytest.approx(0.9)
+
+
+def test_the_clock_steps_back_up_only_below_the_band_and_never_past_full() -> None:
+    settings = ProtectionSettings(throttle_min_scale=0.55)
+    guard = BoardGuard(settings)
+    for t in range(0, 50, 10):  # 0.9, 0.8, 0.7, 0.6, then the 0.55 floor
+        guard.assess(BOOT + t, (88.0,))
+    assert guard.freq_scale == pytest.approx(0.55)
+    assert guard.assess(BOOT + 50, (80.0,)).freq_scale == pytest.approx(0.55)  # at the edge
+    ups = [guard.assess(BOOT + t, (79.99,)).freq_scale for t in range(60, 120, 10)]
+    assert ups == pytest.approx([0.65, 0.75, 0.85, 0.95, 1.0, 1.0])
+
+
+def test_one_stalled_fan_throttles_too() -> None:
+    verdict = BoardGuard(S).assess(BOOT, (60.0,), fans_stalled=1)
+    assert (verdict.tier, verdict.freq_scale) == (Tier.THROTTLE, 0.7)
+    assert verdict.reason == "1 fan stalled: clock at 70%"
+
+
+def test_a_board_throttled_by_heat_to_the_stall_scale_keeps_its_heat_reason() -> None:
+    guard = BoardGuard(S)
+    for t in range(0, 30, 10):  # 0.9, 0.8, 0.7
+        guard.assess(BOOT + t, (88.0,))
+    verdict = guard.assess(BOOT + 25, (88.0,), fans_stalled=1)
+    assert verdict.freq_scale == pytest.approx(0.7)
+    assert verdict.reason.startswith("board at 88.0 °C, throttling at 85 °C")
+
+
+def test_a_board_is_cool_enough_to_restart_only_below_the_band() -> None:
+    policy = RestartPolicy(S)
+    assert not policy.cooled((80.0,))
+    assert policy.cooled((79.99, 50.0))
+    assert not policy.cooled((70.0, math.inf))
+
+
+@pytest.mark.parametrize(
+    ("window_s", "words"),
+    [
+        (60, "60 s"),
+        (119, "119 s"),
+        (120, "2 min"),
+        (3540, "59 min"),
+        (3600, "1 h"),
+        (5400, "90 min"),
+        (7199, "120 min"),
+        (7200, "2 h"),
+        (9000, "2.5 h"),
+        (86_400, "24 h"),
+    ],
+)
+def test_the_service_reason_gives_the_window_in_words(window_s: float, words: str) -> None:
+    policy = RestartPolicy(ProtectionSettings(max_restarts=0, restart_window_s=window_s))
+    assert not policy.may_restart(BOOT)
+    assert policy.reason == f"0 restarts in {words}: needs service"

@@ -321,14 +321,11 @@ def _decode_command(frame: bytes) -> Command | Job:
         raise ProtocolError("job CRC16 mismatch")
     data = body[2:-2]
     nbits, ntime = struct.unpack_from("<II", data, 6)
-    try:
-        return Job(
-            job_id=(data[0] >> 3) & 0x0F,
-            version=struct.unpack_from("<I", data, 78)[0],
-            prev_hash=_swap_words(data[46:78]),
-            merkle_root=_swap_words(data[14:46]),
-            ntime=ntime,
-            nbits=nbits,
-        )
-    except ValueError as exc:
-        raise ProtocolError(f"bad job frame: {exc}") from None
+    return Job(  # a 4-bit id and two 32-byte hashes: nothing here can be out of range
+        job_id=(data[0] >> 3) & 0x0F,
+        version=struct.unpack_from("<I", data, 78)[0],
+        prev_hash=_swap_words(data[46:78]),
+        merkle_root=_swap_words(data[14:46]),
+        ntime=ntime,
+        nbits=nbits,
+    )

@@ -2,7 +2,8 @@
 
 Physical quantities are plain attributes that the rig's physics sets every step
 (`vin_v`, `load_w`, `temp_c`, ...); these models turn them into register values with
-the same codecs the drivers decode with, and model the control behaviour the agent has
+their own register map and codecs (pmbus_wire.py: never the driver's, so a mistake on
+either side shows as a disagreement), and model the control behaviour the agent has
 to live with: soft start, power good, latched faults that only CLEAR_FAULTS releases,
 a converter that vanishes from the bus when its input drops below UVLO. The physics
 should step them while holding the bus lock, so no transaction sees half a step.
@@ -25,26 +26,28 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hashbay.drivers.pmbus import (
-    HOTSWAP_COEFFICIENTS,
+from hashbay.tools.sim.i2c import nack
+from hashbay.tools.sim.pmbus_wire import (
+    HOTSWAP_DIRECT,
     OPERATION_ON,
     Cmd,
-    DirectCoefficients,
+    Direct,
     StatusCml,
     StatusInput,
     StatusIout,
     StatusTemperature,
     StatusVout,
     StatusWord,
-    direct_encode,
-    linear11_encode,
-    linear16_decode,
-    linear16_encode,
-    pec_read,
-    pec_write,
-    vout_mode_byte,
+    direct_range,
+    linear16_value,
+    pec_of_read,
+    pec_of_write,
+    saturated,
+    vout_mode,
 )
-from hashbay.tools.sim.i2c import nack
+from hashbay.tools.sim.pmbus_wire import direct as direct_word
+from hashbay.tools.sim.pmbus_wire import linear11 as linear11_word
+from hashbay.tools.sim.pmbus_wire import linear16 as linear16_word
 
 BLOCK = -1  # Register.size of a block read (count byte first)
 _LINEAR11_MAX = 1023 * 2**15
@@ -67,24 +70,15 @@ def word(value: int) -> bytes:
 
 def linear11(value: float) -> bytes:
     """A reading as its ADC would report it: saturating, never an exception."""
-    if math.isnan(value):
-        value = 0.0
-    return word(linear11_encode(min(max(value, -_LINEAR11_MAX), _LINEAR11_MAX)))
+    return word(linear11_word(saturated(value, -_LINEAR11_MAX, _LINEAR11_MAX)))
 
 
 def linear16(value: float, exponent: int) -> bytes:
-    limit = math.ldexp(0xFFFF, exponent)
-    value = 0.0 if math.isnan(value) else min(max(value, 0.0), limit)
-    return word(linear16_encode(value, exponent))
+    return word(linear16_word(saturated(value, 0.0, math.ldexp(0xFFFF, exponent)), exponent))
 
 
-def direct(value: float, coefficients: DirectCoefficients) -> bytes:
-    c = coefficients
-    low = ((-0x8000 * 10.0**-c.r) - c.b) / c.m
-    high = ((0x7FFF * 10.0**-c.r) - c.b) / c.m
-    low, high = min(low, high), max(low, high)
-    value = 0.0 if math.isnan(value) else min(max(value, low), high)
-    return word(direct_encode(value, c))
+def direct(value: float, coefficients: Direct) -> bytes:
+    return word(direct_word(saturated(value, *direct_range(coefficients)), coefficients))
 
 
 class SimPMBusDevice:
@@ -168,7 +162,7 @@ class SimPMBusDevice:
                 w |= high_bit
             if detail & low_detail:
                 w |= low_bit
-            if detail & ~low_detail:
+            if int(detail) & ~int(low_detail):
                 w |= StatusWord.NONE_OF_THE_ABOVE
         if self.status_temperature:
             w |= StatusWord.TEMPERATURE
@@ -208,7 +202,7 @@ class SimPMBusDevice:
         data = register.read()
         if register.size == BLOCK:
             data = bytes((len(data),)) + data
-        data += bytes((pec_read(self.address, command, data),))
+        data += bytes((pec_of_read(self.address, command, data),))
         return data[:length].ljust(length, b"\xff")
 
     def stop(self) -> None:
@@ -225,7 +219,7 @@ class SimPMBusDevice:
                 self.status_cml |= StatusCml.INVALID_COMMAND
             return  # a bare command byte with no read after it: nothing to do
         if len(payload) == register.size + 1:
-            if pec_write(self.address, data[:-1]) != data[-1]:
+            if pec_of_write(self.address, data[:-1]) != data[-1]:
                 self.status_cml |= StatusCml.PEC_FAILED
                 return
             payload = payload[:-1]
@@ -275,7 +269,7 @@ class SimPsu(SimPMBusDevice):
         self.standby_w = standby_w
         self.vout_exponent = vout_exponent
         self._input_off = False
-        mode = vout_mode_byte(vout_exponent)
+        mode = vout_mode(vout_exponent)
         self.registers.update(
             {
                 Cmd.VOUT_MODE: Register(1, lambda: bytes((mode,))),
@@ -364,7 +358,7 @@ class SimHotSwap(SimPMBusDevice):
         self._vout_v = 0.0
         self._inrush_a = 0.0
         self._tripped = False
-        c = HOTSWAP_COEFFICIENTS
+        c = HOTSWAP_DIRECT
         self.registers.update(
             {
                 Cmd.READ_VIN: Register(2, lambda: direct(self.vin_v, c[Cmd.READ_VIN])),
@@ -481,8 +475,8 @@ class SimDcDc(SimPMBusDevice):
         self._tripped = False
         self._was_powered = False
         self.operation = 0x00
-        self.vout_command = linear16_encode(default_vout_v, vout_exponent)
-        mode = vout_mode_byte(vout_exponent)
+        self.vout_command = linear16_word(default_vout_v, vout_exponent)
+        mode = vout_mode(vout_exponent)
         self.registers.update(
             {
                 Cmd.VOUT_MODE: Register(1, lambda: bytes((mode,))),
@@ -505,7 +499,7 @@ class SimDcDc(SimPMBusDevice):
 
     @property
     def vout_command_v(self) -> float:
-        return linear16_decode(self.vout_command, self.vout_exponent)
+        return linear16_value(self.vout_command, self.vout_exponent)
 
     @property
     def output_on(self) -> bool:
@@ -522,7 +516,7 @@ class SimDcDc(SimPMBusDevice):
 
     def _command(self, data: bytes) -> None:
         requested = int.from_bytes(data, "little")
-        ceiling = linear16_encode(self.vout_max_v, self.vout_exponent)
+        ceiling = linear16_word(self.vout_max_v, self.vout_exponent)
         if requested > ceiling:
             self.status_vout |= StatusVout.VOUT_MAX_MIN_WARNING
             requested = ceiling
@@ -530,7 +524,7 @@ class SimDcDc(SimPMBusDevice):
 
     def _power_up_state(self) -> None:
         self.operation = 0x00
-        self.vout_command = linear16_encode(self.default_vout_v, self.vout_exponent)
+        self.vout_command = linear16_word(self.default_vout_v, self.vout_exponent)
         self._tripped = False
         self._pending = None
         super().clear_faults()

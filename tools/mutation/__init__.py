@@ -1,0 +1,1 @@
+"""Mutation testing of the safety core: `tools/run mutate` (see __main__.py)."""
