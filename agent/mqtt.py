@@ -309,6 +309,9 @@ class MqttPublisher:
             # Jittered, so a site's agents do not all come back in the same instant.
             wait_s = max(settings.reconnect_min_s, random.uniform(delay / 2, delay))
             self._report_failure(unusable, wait_s)
+            # A cancel that aiomqtt's connect swallowed (wait_for on 3.11) must still stop
+            # the service, or shutdown would wait on a loop that retries for ever.
+            _honour_cancellation()
             await asyncio.sleep(wait_s)
             delay = min(delay * 2, settings.reconnect_max_s)
             self._reconnects += 1

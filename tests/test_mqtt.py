@@ -770,6 +770,28 @@ async def test_username_and_password_from_a_file(tmp_path: Path, spool: EventSpo
         secured.stop()
 
 
+@pytest.mark.skipif(MOSQUITTO_PASSWD is None, reason="mosquitto_passwd is not installed")
+async def test_a_refused_publisher_stops_when_cancelled_at_any_moment(
+    tmp_path: Path, spool: EventSpool
+) -> None:
+    """Cancelled while a refused connect is under way (aiomqtt's wait_for may swallow the
+    cancel on Python 3.11), it must still stop, not retry for ever."""
+    secured = Broker(tmp_path / "auth", users={"miner-m1": "right"})
+    secured.start()
+    try:
+        password_file = tmp_path / "mqtt-password"
+        password_file.write_text("wrong\n")
+        settings = mqtt_settings(
+            secured, username="miner-m1", password_file=str(password_file), reconnect_max_s=0.05
+        )
+        for n in range(30):
+            publisher = make_publisher(settings, spool, FakeAgent())
+            async with running(publisher):  # fails if the task outlives its cancel by 3 s
+                await asyncio.sleep(0.003 * n)
+    finally:
+        secured.stop()
+
+
 async def test_unreadable_password_file_is_a_clear_error_not_a_crash(
     broker: Broker, spool: EventSpool, tmp_path: Path
 ) -> None:

@@ -815,8 +815,10 @@ def run_a_session(rig: SimRig) -> dict[str, Any]:
             pattern.append(sensor.read_c())
         except HardwareError:
             pattern.append(None)
+    status = rig.status()
+    del status["cpu"], status["sim_lag_s"]  # the host machine's doing, not the world's
     return {
-        "status": rig.status(),
+        "status": status,
         "psu": host.psu.read_telemetry(),
         "hotswaps": [host.hotswap(slot).read_telemetry() for slot in range(3)],
         "rails": [host.dcdc(slot).read_telemetry() for slot in range(2)],
