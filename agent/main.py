@@ -19,6 +19,7 @@ import structlog
 from hashbay import __version__
 from hashbay.agent.app import run_agent
 from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.instance_lock import HardwareBusy, InstanceLock
 from hashbay.agent.logsetup import RecentEvents, configure_logging
 from hashbay.agent.quoting import clip
 from hashbay.agent.sdnotify import SystemdNotifier
@@ -28,6 +29,7 @@ from hashbay.drivers.errors import ConfigError, HardwareError
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a device the config names is missing
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: state or runtime directory unusable
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: another hashbay process is driving the hardware
 EXIT_CONFIG = 78  # EX_CONFIG
 
 
@@ -94,7 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"hashbay-agent: {exc}", file=sys.stderr)
         return EXIT_CANTCREAT
-    return run(config, args)
+    lock = InstanceLock(config.agent.runtime_dir, "hashbay-agent")
+    try:
+        lock.acquire()
+    except HardwareBusy as exc:
+        print(f"hashbay-agent: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    except OSError as exc:
+        print(f"hashbay-agent: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    try:
+        return run(config, args)
+    finally:
+        lock.release()
 
 
 def _absolute(path: str | None) -> str | None:
