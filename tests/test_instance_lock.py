@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hashbay.agent.instance_lock import HardwareBusy, InstanceLock
-from tests.support import AGENT, write_config
+from tests.support import AGENT, AgentProcess, write_config
 
 
 def test_a_second_holder_is_refused_by_the_name_and_pid_of_the_first(tmp_path: Path) -> None:
@@ -48,6 +48,31 @@ def test_a_killed_holder_frees_the_lock(tmp_path: Path) -> None:
     holder.wait()
     with InstanceLock(tmp_path, "me"):
         pass
+
+
+def self_test_args(config: Path, runtime: Path) -> list[str]:
+    return [*AGENT, "--self-test", "--config", str(config), "--runtime-dir", str(runtime)]
+
+
+def test_the_self_test_refuses_while_the_daemon_runs_and_leaves_it_running(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "agent.toml")
+    agent = AgentProcess(config, tmp_path / "state", tmp_path / "run")
+    try:
+        agent.wait_for_log("agent ready")
+        done = subprocess.run(
+            self_test_args(config, tmp_path / "run"), capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 75
+        assert done.stderr.startswith(
+            f"hashbay-agent: hashbay-agent (pid {agent.process.pid}) holds "
+        )
+        assert "stop it first" in done.stderr
+        assert "self-test" not in done.stdout  # nothing was walked
+        assert agent.process.poll() is None
+    finally:
+        assert agent.stop() == 0
 
 
 def test_the_daemon_will_not_start_while_a_self_test_holds_the_hardware(tmp_path: Path) -> None:

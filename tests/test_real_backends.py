@@ -1,6 +1,6 @@
 """The real back-ends, as far as a machine without the controller's hardware allows:
 smbus2 on a bus that does not exist, gpiozero's real pin factories chosen by name, and
-the agent started on the real board's config, which must end in
+the agent (and its self-test) started on the real board's config, which must end in
 exit 69 with one line naming every missing device and what to do about each.
 (The real serial path runs over ptys in every rig test.)"""
 
@@ -71,7 +71,10 @@ def test_an_unknown_pin_factory_name_lists_the_real_ones() -> None:
 
 
 @no_controller
-def test_the_board_config_here_exits_69_naming_every_missing_device(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["--self-test"]], ids=["daemon", "self-test"])
+def test_the_board_config_here_exits_69_naming_every_missing_device(
+    tmp_path: Path, extra: list[str]
+) -> None:
     done = subprocess.run(
         [
             *AGENT,
@@ -83,6 +86,7 @@ def test_the_board_config_here_exits_69_naming_every_missing_device(tmp_path: Pa
             str(tmp_path / "run"),
             "--log-format",
             "json",
+            *extra,
         ],
         capture_output=True,
         text=True,
