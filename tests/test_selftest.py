@@ -211,6 +211,22 @@ def test_a_dead_fan_is_named_and_no_module_is_powered(tmp_path: Path) -> None:
         assert 1.0 not in run.pin_levels(wired.power_pin)
 
 
+def test_crossed_fan_tachometers_are_named_as_crossed_wiring(tmp_path: Path) -> None:
+    """The board wires fan 0's tachometer to pin 20 and fan 1's to pin 16; the config
+    says the other way round."""
+    config = selftest_config(tmp_path, modules=())
+    fans = list(config.fan)
+    fans[0] = dataclasses.replace(fans[0], tach_pin=config.fan[1].tach_pin)
+    fans[1] = dataclasses.replace(fans[1], tach_pin=config.fan[0].tach_pin)
+    run = walk(config, rig_from=dataclasses.replace(config, fan=tuple(fans)))
+    crossed = run.find("fan 0", "speed")
+    assert crossed.verdict is Verdict.FAIL
+    assert "but fan 1 did: PWM and tachometer wiring crossed" in crossed.detail
+    assert run.find("fan 1", "speed").verdict is Verdict.FAIL
+    assert run.find("fan 2", "speed").verdict is Verdict.PASS
+    assert run.find("fan 3", "speed").verdict is Verdict.PASS
+
+
 def test_an_empty_rig_passes_without_powering_anything(tmp_path: Path) -> None:
     config = selftest_config(tmp_path, modules=())
     run = walk(config)
