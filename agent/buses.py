@@ -9,6 +9,7 @@ may run faster than real time), so rates and trends are measured in the rig's ti
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ def open_buses(config: Config) -> Buses:
     factory: Any = None
     raw: I2CBus | None = None
     try:
-        factory = pin_factory(config.hardware.pin_factory)
+        factory = pin_factory(config.hardware.pin_factory, runtime_dir=config.agent.runtime_dir)
     except DeviceMissingError as exc:
         missing.append(str(exc))
     try:
@@ -108,6 +109,7 @@ class PinBackend:
     module: str
     factory: str
     install: str  # what gives a board this back-end
+    workdir_env: str = ""  # where the library wants a writable working directory
 
 
 PIN_BACKENDS = {
@@ -116,6 +118,9 @@ PIN_BACKENDS = {
         "LGPIOFactory",
         "python3-lgpio on Raspberry Pi OS (sudo apt install python3-lgpio), or the "
         "hashbay[pi] extra (lgpio from PyPI) elsewhere",
+        # lgpio makes its notification FIFOs (.lgd-nfy*) in the working directory, and
+        # changes into LG_WD if set: under systemd the working directory is a read-only /.
+        workdir_env="LG_WD",
     ),
     "rpigpio": PinBackend(
         "gpiozero.pins.rpigpio",
@@ -126,14 +131,17 @@ PIN_BACKENDS = {
 }
 
 
-def pin_factory(name: str) -> Any:
-    """The named real pin factory, or DeviceMissingError saying what to install or check."""
+def pin_factory(name: str, *, runtime_dir: str) -> Any:
+    """The named real pin factory, or DeviceMissingError saying what to install or check.
+    A library that writes files where it runs is pointed at the runtime directory."""
     backend = PIN_BACKENDS.get(name)
     if backend is None:
         raise DeviceMissingError(
             f"pin factory {name!r} is not a real GPIO back-end (known: {', '.join(PIN_BACKENDS)}; "
             "'sim' needs every bus simulated)"
         )
+    if backend.workdir_env:
+        os.environ.setdefault(backend.workdir_env, runtime_dir)
     try:
         module = importlib.import_module(backend.module)
         return getattr(module, backend.factory)()

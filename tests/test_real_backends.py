@@ -7,6 +7,7 @@ exit 69 with one line naming every missing device and what to do about each.
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,13 +40,30 @@ def test_smbus2_on_a_missing_bus_raises_what_open_i2c_turns_into_advice() -> Non
 
 
 @no_controller
-def test_the_lgpio_factory_without_a_gpio_chip_is_device_missing_naming_what_to_check() -> None:
-    pytest.importorskip("lgpio", reason="the dev extra installs lgpio")
-    with pytest.raises(DeviceMissingError) as missing:
-        pin_factory("lgpio")
-    message = str(missing.value)
+def test_the_lgpio_factory_without_a_gpio_chip_is_device_missing_naming_what_to_check(
+    tmp_path: Path,
+) -> None:
+    """In a process of its own: importing lgpio changes into its working directory."""
+    here, runtime = tmp_path / "cwd", tmp_path / "run"
+    here.mkdir()
+    runtime.mkdir()
+    code = (
+        "from hashbay.agent.buses import pin_factory\n"
+        "from hashbay.drivers.errors import DeviceMissingError\n"
+        "try:\n"
+        f"    pin_factory('lgpio', runtime_dir={str(runtime)!r})\n"
+        "except DeviceMissingError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LG_WD"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, check=True
+    )
+    message = done.stdout.strip()
     assert message.startswith("GPIO pin factory 'lgpio' cannot open the GPIO chip (")
     assert "/dev/gpiochip*" in message and "gpio group" in message
+    assert list(here.iterdir()) == []  # lgpio's FIFO went to the runtime directory
+    assert [p.name for p in runtime.iterdir()] == [".lgd-nfy0"]
 
 
 @pytest.mark.parametrize(
@@ -58,7 +76,7 @@ def test_a_pin_factory_whose_library_is_missing_names_the_package_to_install(
     monkeypatch.delitem(sys.modules, backend.module, raising=False)
     monkeypatch.setitem(sys.modules, module, None)  # import of it fails, as when absent
     with pytest.raises(DeviceMissingError) as missing:
-        pin_factory(name)
+        pin_factory(name, runtime_dir="/nonexistent")
     message = str(missing.value)
     assert message.startswith(f"GPIO pin factory {name!r} unavailable: ")
     assert "sudo apt install python3-" in message
@@ -67,7 +85,7 @@ def test_a_pin_factory_whose_library_is_missing_names_the_package_to_install(
 
 def test_an_unknown_pin_factory_name_lists_the_real_ones() -> None:
     with pytest.raises(DeviceMissingError, match="known: lgpio, rpigpio"):
-        pin_factory("sim")
+        pin_factory("sim", runtime_dir="/nonexistent")
 
 
 @no_controller
@@ -88,6 +106,7 @@ def test_the_board_config_here_exits_69_naming_every_missing_device(
             "json",
             *extra,
         ],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,3 +122,5 @@ def test_the_board_config_here_exits_69_naming_every_missing_device(
         "serial port /dev/ttyAMA4 does not exist",
     ):
         assert what in last
+    # nothing left where it ran (lgpio's FIFO goes to the runtime directory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["run"] if extra else ["run", "state"])
