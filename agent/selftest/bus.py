@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 
 from smbus2 import i2c_msg
 
+from hashbay.agent.config import Config
 from hashbay.agent.selftest.report import Verdict
 from hashbay.agent.selftest.session import Session
 from hashbay.drivers.bm13xx.registers import CHIP_IDS
@@ -58,45 +59,26 @@ def answers(bus: I2CBus, address: int, *, read: bool) -> bool:
     return True
 
 
-def expected_addresses(session: Session, *, seated_only: bool = True) -> dict[int, str]:
-    """What should answer on an unpowered rig: PSU and hot-swap controllers always, a
-    module's EEPROM and sensors when it is seated (its DC-DC only once powered)."""
-    config = session.config
-    expected = {config.hardware.psu_address: "PSU"}
-    for n, slot in enumerate(config.slot):
-        expected[slot.hotswap_address] = f"slot {n} hot-swap"
-        if session.seated.get(n, True) or not seated_only:
-            expected[slot.eeprom_address] = f"slot {n} EEPROM"
-            for k, address in enumerate(slot.temp_addresses):
-                expected[address] = f"slot {n} sensor {k}"
-    return expected
-
-
-def pmbus_addresses(session: Session) -> dict[int, str]:
-    config = session.config
-    found = {config.hardware.psu_address: "PSU"}
-    for n, slot in enumerate(config.slot):
-        found[slot.hotswap_address] = f"slot {n} hot-swap"
-        found[slot.dcdc_address] = f"slot {n} DC-DC"
-    return found
+def device_addresses(config: Config) -> tuple[set[int], set[int]]:
+    """The addresses the config names: plain I2C parts (EEPROMs, sensors), PMBus parts."""
+    plain, pmbus = set(), {config.hardware.psu_address}
+    for slot in config.slot:
+        plain |= {slot.eeprom_address, *slot.temp_addresses}
+        pmbus |= {slot.hotswap_address, slot.dcdc_address}
+    return plain, pmbus
 
 
 async def scan_bus(session: Session) -> None:
-    rig = session.hardware()
-    session.seated = {hw.index: hw.pins.present() for hw in rig.slots}
     bus = session.buses.i2c
-    configured = expected_addresses(session, seated_only=False)
-    pmbus = pmbus_addresses(session)
+    plain, pmbus = device_addresses(session.config)
     # Read where i2cdetect reads, except at a PMBus part: a receive byte without a
     # command is a communication fault it would latch and report afterwards.
-    reads = {a for a in SCAN if a not in pmbus and any(a in r for r in READ_PROBED)}
-    reads |= set(configured) - set(pmbus)
+    reads = plain | {a for a in SCAN if a not in pmbus and any(a in r for r in READ_PROBED)}
     found = frozenset(
         await session.io(lambda: [a for a in SCAN if answers(bus, a, read=a in reads)])
     )
     session.answering = found
-    configured |= pmbus
-    stray = found - set(configured)
+    stray = found - plain - pmbus
     item = f"scan of {session.config.hardware.i2c_bus}"
     data = {"answering": sorted(found), "not_configured": sorted(stray)}
     if not found:

@@ -115,8 +115,11 @@ async def claim_lines(session: Session) -> None:
     if failed:
         return
     try:
-        session.rig = Rig(session.config, session.buses)
+        rig = Rig(session.config, session.buses)
     except Exception as exc:  # the lines claimed alone; together they must too
         session.record(
             "gpio", "all lines together", Verdict.FAIL, f"the rig cannot be built: {exc}"
         )
+        return
+    session.rig = rig
+    session.seated = {hw.index: hw.pins.present() for hw in rig.slots}
