@@ -83,3 +83,10 @@ def test_faults_fail_the_run_and_json_names_each_one(tmp_path: Path) -> None:
     assert all("fan 2 did not confirm its speed" in c["detail"] for c in chains)
     assert report["counts"]["fail"] == 2
     assert report["checks"][-1]["part"] == "safe state"
+
+
+def test_self_test_options_alone_are_a_usage_error() -> None:
+    for option in ("--json", "--no-power"):
+        done = subprocess.run([*AGENT, option], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2
+        assert "--json and --no-power go with --self-test" in done.stderr
