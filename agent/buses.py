@@ -8,6 +8,8 @@ may run faster than real time), so rates and trends are measured in the rig's ti
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import SIM, Config
+from hashbay.agent.config import Config
 from hashbay.drivers.errors import DeviceMissingError
 from hashbay.drivers.i2c import I2CBus, LockedI2C, open_i2c
 
@@ -41,13 +43,39 @@ class Buses:
 
 
 def open_buses(config: Config) -> Buses:
+    """The buses the config names, or one DeviceMissingError naming every device that is
+    missing (a first bring-up should learn all of them at once)."""
     if config.simulated:
         return _simulated(config)
-    factory = _pin_factory(config.hardware.pin_factory)
-    raw: I2CBus = open_i2c(config.hardware.i2c_bus)
-    buses = Buses(factory, LockedI2C(raw), [s.uart for s in config.slot])
+    missing: list[str] = []
+    factory: Any = None
+    raw: I2CBus | None = None
+    try:
+        factory = pin_factory(config.hardware.pin_factory, runtime_dir=config.agent.runtime_dir)
+    except DeviceMissingError as exc:
+        missing.append(str(exc))
+    try:
+        raw = open_i2c(config.hardware.i2c_bus)
+    except DeviceMissingError as exc:
+        missing.append(str(exc))
+    uarts = [s.uart for s in config.slot]
+    missing += [_uart_missing(path) for path in dict.fromkeys(uarts) if not Path(path).exists()]
+    if missing or factory is None or raw is None:
+        if raw is not None:
+            raw.close()
+        if factory is not None:
+            _closer(factory)()
+        raise DeviceMissingError("; ".join(missing))
+    buses = Buses(factory, LockedI2C(raw), uarts)
     buses._closers += [raw.close, _closer(factory)]
     return buses
+
+
+def _uart_missing(path: str) -> str:
+    return (
+        f"serial port {path} does not exist; enable that UART (on a Raspberry Pi "
+        "dtoverlay=uartN in config.txt) or fix the slot's uart setting"
+    )
 
 
 def _simulated(config: Config) -> Buses:
@@ -74,19 +102,56 @@ def _closer(factory: Any) -> Callable[[], None]:
     return close if callable(close) else (lambda: None)
 
 
-def _pin_factory(name: str) -> Any:
-    if name == SIM:
-        raise DeviceMissingError("pin factory 'sim' needs the simulated rig (all buses 'sim')")
-    try:
-        if name == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
+@dataclass(frozen=True)
+class PinBackend:
+    """A real gpiozero pin factory, by the name the config uses for it."""
 
-            return LGPIOFactory()
-        from gpiozero.pins.rpigpio import RPiGPIOFactory
+    module: str
+    factory: str
+    install: str  # what gives a board this back-end
+    workdir_env: str = ""  # where the library wants a writable working directory
 
-        return RPiGPIOFactory()
-    except (ImportError, OSError, RuntimeError) as exc:
+
+PIN_BACKENDS = {
+    "lgpio": PinBackend(
+        "gpiozero.pins.lgpio",
+        "LGPIOFactory",
+        "python3-lgpio on Raspberry Pi OS (sudo apt install python3-lgpio), or the "
+        "hashbay[pi] extra (lgpio from PyPI) elsewhere",
+        # lgpio makes its notification FIFOs (.lgd-nfy*) in the working directory, and
+        # changes into LG_WD if set: under systemd the working directory is a read-only /.
+        workdir_env="LG_WD",
+    ),
+    "rpigpio": PinBackend(
+        "gpiozero.pins.rpigpio",
+        "RPiGPIOFactory",
+        "python3-rpi-lgpio on Raspberry Pi OS (sudo apt install python3-rpi-lgpio), or "
+        "RPi.GPIO from PyPI on older systems",
+    ),
+}
+
+
+def pin_factory(name: str, *, runtime_dir: str) -> Any:
+    """The named real pin factory, or DeviceMissingError saying what to install or check.
+    A library that writes files where it runs is pointed at the runtime directory."""
+    backend = PIN_BACKENDS.get(name)
+    if backend is None:
         raise DeviceMissingError(
-            f"GPIO pin factory '{name}' unavailable ({exc}); install its Python module "
-            f"(python3-lgpio / python3-rpi-lgpio) and check /dev/gpiochip*"
+            f"pin factory {name!r} is not a real GPIO back-end (known: {', '.join(PIN_BACKENDS)}; "
+            "'sim' needs every bus simulated)"
+        )
+    if backend.workdir_env:
+        os.environ.setdefault(backend.workdir_env, runtime_dir)
+    try:
+        module = importlib.import_module(backend.module)
+        return getattr(module, backend.factory)()
+    except ImportError as exc:
+        raise DeviceMissingError(
+            f"GPIO pin factory {name!r} unavailable: {exc}; install {backend.install}"
+        ) from exc
+    except Exception as exc:  # each library fails its own way (lgpio.error, PinUnknownPi, …)
+        raise DeviceMissingError(
+            f"GPIO pin factory {name!r} cannot open the GPIO chip ({exc}); check that "
+            "/dev/gpiochip* exists, that the user is in the gpio group, and that this is "
+            "a Raspberry Pi (gpiozero reads the board revision)"
         ) from exc

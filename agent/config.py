@@ -23,6 +23,7 @@ from hashbay.agent.protection import ProtectionSettings
 from hashbay.agent.quiet import QuietSettings
 from hashbay.agent.quoting import clip
 from hashbay.agent.schedule import parse_priced_window, parse_window
+from hashbay.agent.selftest.settings import SelfTestSettings
 from hashbay.agent.settings import (
     REQUIRED,
     array,
@@ -382,6 +383,9 @@ class Config:
     )
     autotune: TuneSettings = table(
         TuneSettings, "Autotuning: every chip's clock at each board voltage, stored per serial."
+    )
+    selftest: SelfTestSettings = table(
+        SelfTestSettings, "`hashbay-agent --self-test`: how long its fan and LED checks take."
     )
     sim: SimSection = table(
         SimSection, "The simulated rig; used only when the buses are `sim`, ignored otherwise."

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -19,16 +21,23 @@ import structlog
 from hashbay import __version__
 from hashbay.agent.app import run_agent
 from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.instance_lock import HardwareBusy, InstanceLock
 from hashbay.agent.logsetup import RecentEvents, configure_logging
 from hashbay.agent.quoting import clip
 from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.selftest import render
+from hashbay.agent.selftest.report import Check, Report
+from hashbay.agent.selftest.walk import run_self_test
 from hashbay.agent.supervisor import EXIT_SOFTWARE
 from hashbay.drivers.errors import ConfigError, HardwareError
 
+EXIT_FAILED = 1  # a self-test check failed
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a device the config names is missing
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: state or runtime directory unusable
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: another hashbay process is driving the hardware
 EXIT_CONFIG = 78  # EX_CONFIG
+EXIT_INTERRUPTED = 130
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +66,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-format", choices=("auto", "json", "console"), default="auto", help="log format"
     )
-    return parser.parse_args(argv)
+    test = parser.add_argument_group("hardware self-test (with the daemon stopped)")
+    test.add_argument(
+        "--self-test",
+        action="store_true",
+        help="walk the configured hardware, print what answers, leave it safe; "
+        "exit 0 = every check passed, 1 = a check failed",
+    )
+    test.add_argument("--json", action="store_true", help="the self-test's report as JSON")
+    test.add_argument(
+        "--no-power",
+        action="store_true",
+        help="never power a module (its chain is not counted)",
+    )
+    args = parser.parse_args(argv)
+    if (args.json or args.no_power) and not args.self_test:
+        parser.error("--json and --no-power go with --self-test")
+    return args
 
 
 def prepare_dir(path: str, key: str) -> None:
@@ -89,12 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     runtime_dir = _absolute(args.runtime_dir)
     config = config.with_dirs(state_dir, runtime_dir)
     try:
-        prepare_dir(config.agent.state_dir, "state_dir")
+        if not args.self_test:  # a self-test keeps no state
+            prepare_dir(config.agent.state_dir, "state_dir")
         prepare_dir(config.agent.runtime_dir, "runtime_dir")
     except OSError as exc:
         print(f"hashbay-agent: {exc}", file=sys.stderr)
         return EXIT_CANTCREAT
-    return run(config, args)
+    holder = "hashbay-agent --self-test" if args.self_test else "hashbay-agent"
+    lock = InstanceLock(config.agent.runtime_dir, holder)
+    try:
+        lock.acquire()
+    except HardwareBusy as exc:
+        print(f"hashbay-agent: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    except OSError as exc:
+        print(f"hashbay-agent: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    try:
+        if args.self_test:
+            return self_test(config, str(config_path), args)
+        return run(config, args)
+    finally:
+        lock.release()
 
 
 def _absolute(path: str | None) -> str | None:
@@ -150,6 +191,37 @@ def run(config: Config, args: argparse.Namespace) -> int:
     finally:
         if log_stream is not sys.stderr:
             log_stream.close()
+
+
+def self_test(config: Config, source: str, args: argparse.Namespace) -> int:
+    configure_logging("warning", stream=sys.stderr, fmt=args.log_format)
+    on_check = _print_row if not args.json else (lambda check: None)
+    if not args.json:
+        print(render.header(Report(config.agent.name, source)), flush=True)
+    try:
+        report = asyncio.run(_self_test(config, source, args, on_check))
+    except HardwareError as exc:
+        print(f"hashbay-agent: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("hashbay-agent: self-test interrupted; hardware left safe", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(render.as_json(report) if args.json else render.summary(report), flush=True)
+    return 0 if report.ok else EXIT_FAILED
+
+
+async def _self_test(
+    config: Config, source: str, args: argparse.Namespace, on_check: Callable[[Check], None]
+) -> Report:
+    """The walk, cancelled (and so ended in the safe state) by SIGTERM as by Ctrl-C."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_self_test(config, source=source, power=not args.no_power, on_check=on_check)
+
+
+def _print_row(check: Check) -> None:
+    print(render.row(check), flush=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
+from hashbay.agent.power_sequence import PowerUpFailed, power_up
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.agent.status import (
@@ -49,7 +50,6 @@ log = structlog.get_logger("hashbay.slots")
 
 IDENTIFY_ATTEMPTS = 3
 ENUMERATE_ATTEMPTS = 2
-RAIL_TOLERANCE = 0.05
 PRESENCE_RECHECK_S = 0.5
 BUDGET_HEADROOM = 1.05
 GOVERNED = (
@@ -493,28 +493,13 @@ class SlotController:
                 self._set_status(detail=detail)
             await asyncio.sleep(2.0)
         self._start_guard()
-        await self._svc.call(self.hw.hotswap_on)
-        if not await self._until(self.hw.power_good, self._settings.power_good_timeout_s):
-            await self._fault("hot-swap controller did not report power good")
-            return
         volts = self._planned().board_v
-        rail_up = False
-        for _ in range(50):  # the DC-DC joins the bus once its input is up
-            try:
-                await self._svc.call(lambda: self.hw.rail_on(volts))
-                rail_up = True
-                break
-            except HardwareError:
-                await asyncio.sleep(0.02)
-        if not rail_up:
-            await self._fault("DC-DC converter did not answer after power-up")
-            return
-
-        def rail_ok() -> bool:
-            return abs(self.hw.rail_v() - volts) <= volts * RAIL_TOLERANCE
-
-        if not await self._until(rail_ok, self._settings.power_good_timeout_s):
-            await self._fault(f"board rail did not reach {volts:.2f} V")
+        try:
+            await power_up(
+                self.hw, volts, call=self._svc.call, timeout_s=self._settings.power_good_timeout_s
+            )
+        except PowerUpFailed as exc:
+            await self._fault(str(exc))
             return
         self._go(Trigger.POWER_GOOD, f"rail up at {volts:.2f} V", board_v=volts)
 

@@ -565,6 +565,12 @@ class PMBusDevice:
     def vout_exponent(self) -> int:
         return vout_mode_exponent(self.read_byte(Cmd.VOUT_MODE))
 
+    def identity(self) -> DeviceIdentity:
+        """MFR_ID and MFR_MODEL: which part answers at this address (bring-up checks)."""
+        return DeviceIdentity(
+            mfr_id=self.read_string(Cmd.MFR_ID), mfr_model=self.read_string(Cmd.MFR_MODEL)
+        )
+
     def status(self) -> Status:
         """STATUS_WORD, and each detail register that STATUS_WORD says has news."""
         word = StatusWord(self.read_word(Cmd.STATUS_WORD))
@@ -594,9 +600,12 @@ class PsuTelemetry:
 
 
 @dataclass(frozen=True)
-class PsuIdentity:
+class DeviceIdentity:
     mfr_id: str
     mfr_model: str
+
+    def __str__(self) -> str:
+        return f"{self.mfr_id} {self.mfr_model}"
 
 
 class Psu:
@@ -634,11 +643,8 @@ class Psu:
     def status(self) -> Status:
         return self._dev.status()
 
-    def identity(self) -> PsuIdentity:
-        return PsuIdentity(
-            mfr_id=self._dev.read_string(Cmd.MFR_ID),
-            mfr_model=self._dev.read_string(Cmd.MFR_MODEL),
-        )
+    def identity(self) -> DeviceIdentity:
+        return self._dev.identity()
 
     def clear_faults(self) -> None:
         self._dev.clear_faults()
@@ -720,6 +726,9 @@ class DcDc:
     def status(self) -> Status:
         return self._dev.status()
 
+    def identity(self) -> DeviceIdentity:
+        return self._dev.identity()
+
     def clear_faults(self) -> None:
         self._dev.clear_faults()
 
@@ -779,6 +788,9 @@ class HotSwap:
 
     def status(self) -> Status:
         return self._dev.status()
+
+    def identity(self) -> DeviceIdentity:
+        return self._dev.identity()
 
     def clear_faults(self) -> None:
         self._dev.clear_faults()

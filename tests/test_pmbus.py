@@ -247,6 +247,14 @@ def test_psu_identity_is_read_as_blocks(rig: Rig, pec: bool) -> None:
     assert (identity.mfr_id, identity.mfr_model) == ("HASHBAY-SIM", "PSU5000-54")
 
 
+def test_every_pmbus_part_names_itself_by_mfr_id_and_model(rig: Rig, pec: bool) -> None:
+    """What a bring-up check shows to tell which part answers at an address."""
+    hotswap = HotSwap(rig.bus, SLOT, HOTSWAP_ADDR, rig.envelope, pec=pec).identity()
+    dcdc = powered_module(rig, pec).identity()
+    assert str(hotswap) == "HASHBAY-SIM HSC60-54"
+    assert (dcdc.mfr_id, dcdc.mfr_model) == ("HASHBAY-SIM", "DCDC120-16")
+
+
 def test_hot_swap_readings_match_the_model(rig: Rig, pec: bool) -> None:
     rig.hotswap.enable_pin = True
     rig.ramp()

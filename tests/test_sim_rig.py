@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpiozero import DigitalOutputDevice, PWMOutputDevice
+from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
 from hashbay.agent.config import Config, default_config_path, load_config
 from hashbay.agent.rig import envelope_from
@@ -190,6 +190,25 @@ def test_presence_bounces_when_a_module_moves_and_the_driver_reports_one_clean_c
     assert all(level is after for level in levels[flip:])  # one change, no chatter
     assert all(settling for _, settling in seen[flip - 20 : flip])  # not before it settled
     assert seen[-1] == (after, False)
+
+
+def test_a_seated_module_holds_its_presence_line_low_against_a_claimed_pull_up(
+    make_rig: Callable[..., SimRig],
+) -> None:
+    """As on a board: claiming the line with its pull-up does not lift a grounded contact,
+    not even before the simulator has stepped once."""
+    rig = make_rig(modules=(1,))
+    lines = [
+        DigitalInputDevice(s.presence_pin, pull_up=True, pin_factory=rig.pin_factory)
+        for s in rig.config.slot
+    ]
+    assert [line.is_active for line in lines] == [False, True, False]  # active = low
+    for line in lines:
+        line.close()
+    again = DigitalInputDevice(
+        rig.config.slot[1].presence_pin, pull_up=True, pin_factory=rig.pin_factory
+    )
+    assert again.is_active
 
 
 def test_pull_and_insert_bounce_and_slot_pins_debounce_both_ways(host: Host) -> None:
@@ -741,8 +760,8 @@ def test_a_scenario_event_at_zero_plays_before_anything_moves(
     path = tmp_path / "scenario.toml"
     path.write_text('[[event]]\nat_s = 0\ndo = "psu-sag 150"\n')
     rig = make_rig(scenario=str(path))
-    rig.advance(0.1)
-    assert rig.applied == [(0.0, "psu-sag 150.0")]
+    assert rig.applied == [(0.0, "psu-sag 150.0")]  # in place before whoever connects first
+    assert rig.psu.vin_v == 150.0
 
 
 def open_ptys() -> int:

@@ -81,10 +81,13 @@ def direct(value: float, coefficients: Direct) -> bytes:
     return word(direct_word(saturated(value, *direct_range(coefficients)), coefficients))
 
 
+SIM_MFR_ID = "HASHBAY-SIM"
+
+
 class SimPMBusDevice:
     """What every PMBus part shares: the command table, PEC, status registers, faults."""
 
-    def __init__(self, address: int) -> None:
+    def __init__(self, address: int, *, mfr_id: str, mfr_model: str) -> None:
         self.address = address
         self.lost = False  # fault injection: the part stops answering
         self.operation = OPERATION_ON
@@ -106,6 +109,8 @@ class SimPMBusDevice:
             Cmd.STATUS_INPUT: Register(1, lambda: bytes((self.status_input,))),
             Cmd.STATUS_TEMPERATURE: Register(1, lambda: bytes((self.status_temperature,))),
             Cmd.STATUS_CML: Register(1, lambda: bytes((self.status_cml,))),
+            Cmd.MFR_ID: Register(BLOCK, lambda: mfr_id.encode("ascii")),
+            Cmd.MFR_MODEL: Register(BLOCK, lambda: mfr_model.encode("ascii")),
         }
 
     # -- what subclasses model ---------------------------------------------------------
@@ -255,10 +260,10 @@ class SimPsu(SimPMBusDevice):
         efficiency: Callable[[float], float] = default_efficiency,
         standby_w: float = 6.0,
         vout_exponent: int = -10,
-        mfr_id: str = "HASHBAY-SIM",
+        mfr_id: str = SIM_MFR_ID,
         mfr_model: str = "PSU5000-54",
     ) -> None:
-        super().__init__(address)
+        super().__init__(address, mfr_id=mfr_id, mfr_model=mfr_model)
         self.vin_v = 230.0
         self.pout_w = 0.0
         self.temp_c = 30.0
@@ -281,8 +286,6 @@ class SimPsu(SimPMBusDevice):
                 Cmd.READ_POUT: Register(2, lambda: linear11(self.delivered_w)),
                 Cmd.READ_TEMPERATURE_1: Register(2, lambda: linear11(self.temp_c)),
                 Cmd.READ_FAN_SPEED_1: Register(2, lambda: linear11(self.fan_rpm)),
-                Cmd.MFR_ID: Register(BLOCK, lambda: mfr_id.encode("ascii")),
-                Cmd.MFR_MODEL: Register(BLOCK, lambda: mfr_model.encode("ascii")),
             }
         )
 
@@ -346,7 +349,7 @@ class SimHotSwap(SimPMBusDevice):
         oc_limit_a: float = 45.0,
         uvlo_v: float = 36.0,
     ) -> None:
-        super().__init__(address)
+        super().__init__(address, mfr_id=SIM_MFR_ID, mfr_model="HSC60-54")
         self.enable_pin = False
         self.vin_v = 0.0
         self.load_w = 0.0
@@ -461,7 +464,7 @@ class SimDcDc(SimPMBusDevice):
         default_vout_v: float = 12.0,
         vout_exponent: int = -9,
     ) -> None:
-        super().__init__(address)
+        super().__init__(address, mfr_id=SIM_MFR_ID, mfr_model="DCDC120-16")
         self.vin_v = 0.0
         self.iout_a = 0.0
         self.temp_c = 30.0

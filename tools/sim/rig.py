@@ -131,6 +131,7 @@ class SimSlot:
         self.index = index
         self.config = config
         self.hotswap = SimHotSwap(config.hotswap_address)
+        self.hotswap.vin_v = rig.psu.vout_v  # the 54 V bus is up before anything starts
         # gpiozero factories hand out one object per pin, so these can be kept.
         self.presence_pin = rig.pin_factory.pin(config.presence_pin)
         self.power_pin = rig.pin_factory.pin(config.power_pin)
@@ -187,6 +188,10 @@ class SimRig:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.cpu_s = 0.0  # CPU time of the simulator thread, for the benchmark
+        # Presence lines held from the first moment, and faults due at 0 s already in
+        # place: whatever connects first finds the rig as the config and scenario say.
+        self._service_pins()
+        self._play_scenario(self.clock.now())
 
     # -- what the agent connects to ----------------------------------------------------
 
@@ -289,11 +294,7 @@ class SimRig:
 
     @staticmethod
     def _drive(pin: Any, level: bool) -> None:
-        if pin.function == "input" and bool(pin.state) != level:
-            if level:
-                pin.drive_high()
-            else:
-                pin.drive_low()
+        pin.hold(level)
 
     def _service_pins(self) -> None:
         now = self.clock.now()
