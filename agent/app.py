@@ -16,7 +16,7 @@ from hashbay.agent.console import run_console
 from hashbay.agent.control_socket import ControlServer, chip_rows
 from hashbay.agent.controls import ControlStore
 from hashbay.agent.dispatch import Dispatcher
-from hashbay.agent.events import EventBus
+from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import Governor
 from hashbay.agent.health import HealthModel
 from hashbay.agent.liveness import Liveness, StallGuard, heartbeat, watchdog_pings
@@ -83,9 +83,12 @@ class Agent:
             Path(config.agent.state_dir) / "events.db", config.mqtt.spool_max_events
         )
         self.events = EventBus(self.spool)
+        self.spool.report_to(self._state_dropped("event spool"))
         self.budget = PowerBudget(config.limits.psu_power_max_w)
         self.mqtt_wake = asyncio.Event()
         self.controls = ControlStore(Path(config.agent.state_dir) / "controls.json")
+        for problem in self.controls.problems:
+            self._state_dropped("controls")(problem)
         self.sweep = SensorSweep(self.rig.call, config.protection.check_interval_s)
         self.controllers: list[SlotController] = []
         self.thermal = build_thermal(
@@ -183,6 +186,16 @@ class Agent:
             notifier,
             shutdown_timeout_s=config.agent.shutdown_timeout_s,
         )
+
+    def _state_dropped(self, file: str) -> Callable[[str], None]:
+        """Raises the event for a damaged entry of a state file (it was already logged)."""
+
+        def report(problem: str) -> None:
+            self.events.publish(
+                Event(EventKind.STATE_DROPPED, None, f"{file}: {problem}", details={"file": file})
+            )
+
+        return report
 
     def _fresh_work(self) -> None:
         """clean_jobs or a new pool: every hashing slot sends new work now."""

@@ -36,6 +36,7 @@ class EventKind(enum.StrEnum):
     RESUMED = "resumed"
     DECISION = "decision"  # power governor: target, profit choice, with the numbers
     TUNED = "tuned"  # autotuning finished for a module, with its efficiency
+    STATE_DROPPED = "state_dropped"  # a damaged stored file or entry was left out, and why
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from hashbay.agent.status import (
     SlotStatus,
 )
 from hashbay.agent.sweep import SensorSweep
-from hashbay.agent.tune_store import StoredProfile, TuneStore
+from hashbay.agent.tune_store import Loaded, TuneStore
 from hashbay.agent.tuning import ChainTuneTarget
 from hashbay.agent.work import WorkSource
 from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
@@ -83,8 +83,8 @@ class Tuning:
     settings: TuneSettings
     store: TuneStore
 
-    def stored(self, identity: BoardIdentity, limits: BoardLimits) -> StoredProfile | None:
-        return self.store.load(
+    def stored(self, identity: BoardIdentity, limits: BoardLimits) -> Loaded:
+        return self.store.read(
             identity.serial,
             chip_count=identity.chip_count,
             limits=limits,
@@ -271,7 +271,10 @@ class SlotController:
         watcher = asyncio.create_task(self._watch_presence(), name=f"slot{self.index}-presence")
         try:
             while True:
-                await self._run_state()
+                try:
+                    await self._run_state()
+                except Exception as exc:  # a handler, an interrupt or a transition failed
+                    await self._failed(exc)  # if even this fails, the supervisor restarts us
         finally:
             watcher.cancel()
             await self._shut_down()
@@ -290,16 +293,28 @@ class SlotController:
         if handler in done:
             interrupted.cancel()
             exc = handler.exception()
-            if isinstance(exc, HashbayError):
-                await self._fault(f"{self.state}: {exc}")
-            elif exc is not None:
-                self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
-                await self._fault(f"internal error while {self.state}: {exc!r}")
+            if exc is not None:
+                raise exc
             return
         handler.cancel()
         with contextlib.suppress(asyncio.CancelledError, HashbayError):
             await handler
         await self._take_interrupts()
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Whatever went wrong in this slot's work ends with the module off and a `fault`
+        event; a failure while already faulted waits for a technician (no crash loop)."""
+        self.hw.safe()  # first, and without the bus: the bus may be what failed
+        if isinstance(exc, HashbayError):
+            why = f"{self.state}: {exc}"
+        else:
+            self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
+            why = f"internal error while {self.state}: {exc!r}"
+        if not allowed(self.state, Trigger.FAULT):  # nothing is powered in this state
+            self._event(EventKind.FAULT, f"slot {self.index}: {why}", reason=why)
+            await asyncio.sleep(PRESENCE_RECHECK_S)
+            return
+        await self._fault(why, retry=self.state is not SlotState.FAULT)
 
     async def _take_interrupts(self) -> None:
         self._interrupt.clear()
@@ -309,7 +324,9 @@ class SlotController:
         for trigger, future in pending:
             if trigger is Trigger.PULLED or future.done():
                 continue
-            if trigger is Trigger.FAULT and not allowed(self.state, trigger):
+            if trigger is Trigger.FAULT and (
+                self.state is SlotState.FAULT or not allowed(self.state, trigger)
+            ):
                 future.set_result(self.state)  # a cut that raced a pull or a fault: done
                 continue
             if not allowed(self.state, trigger):
@@ -419,9 +436,19 @@ class SlotController:
             await self._untrusted(str(exc))
             return
         self.identity = identity
+        self._log = log.bind(slot=self.index, serial=identity.serial)
         limits = self._svc.envelope.board(self.index)
         tuning = self._svc.tuning
-        stored = tuning.stored(identity, limits) if tuning is not None else None
+        loaded = tuning.stored(identity, limits) if tuning is not None else Loaded(None)
+        if loaded.problem:
+            self._event(
+                EventKind.STATE_DROPPED,
+                f"slot {self.index}: stored tuning profile left out, running untuned: "
+                f"{loaded.problem}",
+                file="tune profile",
+                reason=loaded.problem,
+            )
+        stored = loaded.stored
         self.planner = PointPlanner(
             limits,
             chip_count=identity.chip_count,
@@ -440,7 +467,6 @@ class SlotController:
         self._health = self._svc.health(identity)
         self._predictor = self._svc.predictor(identity)
         self._warned_degrading = False
-        self._log = log.bind(slot=self.index, serial=identity.serial)
         self._go(
             Trigger.IDENTIFIED,
             f"{identity.model} {identity.serial}: {identity.chip_count} chips",
