@@ -78,6 +78,20 @@ class SlotHardware:
     def read_identity(self) -> BoardIdentity:
         return self.eeprom.read_identity()
 
+    def clear_latched_faults(self) -> list[str]:
+        """CLEAR_FAULTS to the slot's hot-swap controller and the module's DC-DC: their
+        datasheets latch an over-current (and the output stays off) until the host clears
+        it. Done before each power-up, so a latch from an earlier trip never keeps a
+        module dead; a fault still present sets again at once and is caught as before.
+        Returns what could not be cleared (a DC-DC that is unpowered is not on the bus)."""
+        problems = []
+        for device in (self.hotswap, self.dcdc):
+            try:
+                device.clear_faults()
+            except (HardwareError, ProtocolError) as exc:
+                problems.append(f"{device.name}: {exc}")
+        return problems
+
     def hotswap_on(self) -> None:
         """Enable line first (the backplane's hard switch), then OPERATION on."""
         self.pins.hold_reset(True)
@@ -88,7 +102,9 @@ class SlotHardware:
         return self.hotswap.power_good()
 
     def rail_on(self, volts: float) -> float:
-        """Program the module's rail and switch it on; the DC-DC answers once powered."""
+        """Program the module's rail and switch it on; the DC-DC answers once powered (and
+        any fault it latched before is cleared first)."""
+        self.dcdc.clear_faults()
         written = self.dcdc.set_vout(volts)
         self.dcdc.on()
         return written

@@ -413,6 +413,10 @@ class SlotController:
         self._event(EventKind.INSERTED, f"module inserted in slot {self.index}")
 
     async def _in_inserted(self) -> None:
+        """Every way up (a new or re-seated module, a restart, a technician's reset) starts
+        here, so latched power faults are cleared here, before anything is powered."""
+        for problem in await self._svc.call(self.hw.clear_latched_faults):
+            self._log.debug("latched faults not cleared", problem=problem)
         self._go(Trigger.IDENTIFY, "reading the module's identity EEPROM")
 
     async def _in_identifying(self) -> None:
@@ -882,7 +886,8 @@ class SlotController:
         while True:
             temps = await self._svc.call(self.hw.read_temps)
             now = self._svc.clock()
-            if policy.may_restart(now) and policy.cooled(temps):
+            # A technician's reset restarts the board once cool, whatever the limit says.
+            if (self._reset_requested.is_set() or policy.may_restart(now)) and policy.cooled(temps):
                 break
             if policy.exhausted:
                 why = f"{self._fault_reason}; {policy.reason}"
@@ -892,6 +897,7 @@ class SlotController:
                 await self._reset_requested.wait()  # a technician's reset_slot
                 continue
             await asyncio.sleep(1.0)
+        self._reset_requested.clear()
         policy.record_restart(now)
         count, limit = policy.restarts, policy.settings.max_restarts
         self._event(

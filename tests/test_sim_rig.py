@@ -420,6 +420,7 @@ EFFECTS = {
     "sensor-ok": "test_a_stuck_sensor_keeps_its_reading_while_the_board_heats",
     "dcdc-overcurrent": "test_dcdc_overcurrent_latches_off_the_rail_until_clear_faults",
     "hotswap-overcurrent": "test_hotswap_overcurrent_cuts_the_slot_until_clear_faults",
+    "module-short": "test_a_shorted_module_trips_its_hot_swap_at_every_power_up",
     "psu-sag": "test_psu_sag_warns_then_drops_the_bus_below_170_v_and_psu_ok_restores_it",
     "psu-ok": "test_psu_sag_warns_then_drops_the_bus_below_170_v_and_psu_ok_restores_it",
     "uart-noise": "test_uart_noise_garbles_the_line_both_ways",
@@ -549,6 +550,32 @@ def test_hotswap_overcurrent_cuts_the_slot_until_clear_faults(host: Host) -> Non
     host.rig.advance(0.2)
     assert hotswap.power_good()
     assert host.dcdc(1).status().off  # back, with its power-up settings: rail off
+
+
+def test_a_shorted_module_trips_its_hot_swap_at_every_power_up(host: Host) -> None:
+    host.power_up(1)
+    hotswap = host.hotswap(1)
+    inject(host.rig, "module-short 1")
+    host.rig.advance(0.1)
+    host.rig.advance(0.1)  # the hot-swap sees a new load from the next step on
+    assert hotswap.status().iout & StatusIout.OC_FAULT
+    for _ in range(2):  # clearing the latch does not help: it trips again at once
+        hotswap.clear_faults()
+        host.rig.advance(0.1)
+        assert hotswap.status().iout & StatusIout.OC_FAULT
+        assert not hotswap.power_good()
+    serial = host.rig.pull_module(1)
+    assert host.rig.insert_module(1) == serial  # the same module: still shorted
+    host.rig.advance(0.2)
+    hotswap.clear_faults()
+    host.rig.advance(0.1)
+    assert hotswap.status().iout & StatusIout.OC_FAULT
+    host.rig.pull_module(1)
+    host.rig.insert_module(1, new=True)
+    host.rig.advance(0.2)
+    hotswap.clear_faults()
+    host.rig.advance(0.1)
+    assert hotswap.power_good()
 
 
 def test_psu_sag_warns_then_drops_the_bus_below_170_v_and_psu_ok_restores_it(

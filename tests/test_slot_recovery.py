@@ -63,6 +63,11 @@ def events(agent: Agent, kind: EventKind, slot: int = 0) -> list[Any]:
     return [e for e in agent.events.recent(200) if e.kind is kind and e.slot == slot]
 
 
+def tripped(rig: SimRig) -> bool:
+    """Whether slot 0's hot-swap controller holds a latched over-current."""
+    return rig.slots[0].hotswap.tripped
+
+
 def profile_json(serial: str, tuned_at: str) -> dict[str, Any]:
     """A tuning profile any tuner could have written, but for its date."""
     return {
@@ -149,3 +154,62 @@ async def test_a_failure_while_faulted_waits_for_a_technician_instead_of_looping
     assert len(events(agent, EventKind.FAULT)) == 2  # not one per turn of a loop
     assert controller.state is SlotState.FAULT
     assert rig.slots[0].hotswap.enable_pin is False
+
+
+async def test_a_tripped_hot_swap_is_cleared_before_the_automatic_restart(
+    tmp_path: Path, start: Callable[[Config], Agent]
+) -> None:
+    agent = start(quick_config(tmp_path))
+    controller = agent.controllers[0]
+    rig: SimRig = agent.rig.buses.sim
+    await until(lambda: controller.state is SlotState.HASHING, what="hashing")
+    rig.hotswap_overcurrent(0)
+    await until(lambda: controller.state is SlotState.FAULT, what="the trip")
+    assert tripped(rig)  # latched: only CLEAR_FAULTS releases it
+    await until(lambda: events(agent, EventKind.RESTARTING), timeout_s=30, what="restart")
+    await until(lambda: controller.state is SlotState.HASHING, what="hashing again")
+    assert not tripped(rig)
+    assert controller.status.restarts == 1
+    assert len(events(agent, EventKind.FAULT)) == 1
+
+
+@pytest.mark.parametrize("way_back", ["reset_slot", "re-seat"])
+async def test_a_latch_left_by_a_trip_is_cleared_by_a_reset_or_a_reseat(
+    tmp_path: Path, start: Callable[[Config], Agent], way_back: str
+) -> None:
+    agent = start(quick_config(tmp_path, max_restarts=0))  # no restart by itself
+    controller = agent.controllers[0]
+    rig: SimRig = agent.rig.buses.sim
+    await until(lambda: controller.state is SlotState.HASHING, what="hashing")
+    rig.hotswap_overcurrent(0)
+    await until(lambda: events(agent, EventKind.NEEDS_SERVICE), timeout_s=30, what="gives up")
+    assert controller.state is SlotState.FAULT and tripped(rig)
+    if way_back == "reset_slot":
+        await agent.dispatch(Command("reset_slot", {"slot": 0}))
+    else:
+        rig.pull_module(0)
+        await until(lambda: controller.state is SlotState.EMPTY, what="pulled")
+        rig.insert_module(0)
+    await until(lambda: controller.state is SlotState.HASHING, timeout_s=30, what="back up")
+    assert not tripped(rig)
+    assert len(events(agent, EventKind.FAULT)) == 1
+
+
+async def test_a_latch_that_sets_again_at_once_still_ends_in_needs_service(
+    tmp_path: Path, start: Callable[[Config], Agent]
+) -> None:
+    agent = start(quick_config(tmp_path, max_restarts=2))
+    controller = agent.controllers[0]
+    rig: SimRig = agent.rig.buses.sim
+    await until(lambda: controller.state is SlotState.HASHING, what="hashing")
+    rig.module_short(0)
+    rig.hotswap_overcurrent(0)  # the short is there from now on; the first trip at once
+    await until(lambda: events(agent, EventKind.NEEDS_SERVICE), timeout_s=60, what="gives up")
+    assert controller.state is SlotState.FAULT
+    assert len(events(agent, EventKind.RESTARTING)) == 2
+    assert len(events(agent, EventKind.FAULT)) == 3
+    assert "needs service" in controller.status.detail
+    rig.pull_module(0)
+    await until(lambda: controller.state is SlotState.EMPTY, what="pulled")
+    rig.insert_module(0, new=True)  # a sound module in its place
+    await until(lambda: controller.state is SlotState.HASHING, timeout_s=30, what="new module")

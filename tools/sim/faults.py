@@ -122,6 +122,13 @@ FAULTS: dict[str, FaultSpec] = {
             lambda rig, a: rig.hotswap_overcurrent(a[0]),
         ),
         FaultSpec(
+            "module-short",
+            (SLOT,),
+            "the module's input shorts: its hot-swap controller trips again at every power-up "
+            "(the module is faulty; a new one cures it)",
+            lambda rig, a: rig.module_short(a[0]),
+        ),
+        FaultSpec(
             "psu-sag",
             (Param("volts", float, 0.0, 300.0),),
             "AC input drops to VOLTS",

@@ -487,6 +487,10 @@ class SimRig:
     def hotswap_overcurrent(self, index: int) -> None:
         self._slot(index).hotswap.inject_overcurrent()
 
+    def module_short(self, index: int) -> None:
+        """The module's input shorts: its hot-swap controller trips whenever it turns on."""
+        self._module(index).shorted = True
+
     def psu_input(self, volts: float) -> None:
         self.psu.vin_v = volts
 
