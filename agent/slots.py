@@ -1016,7 +1016,16 @@ class SlotController:
             self._log.warning("power-off step failed", problem=problem)
         self._svc.budget.release(self.index)
         self.point = None
-        self._set_status(freq_mhz=None, power_w=None, board_target_v=None, point="", budget_w=None)
+        self._tier = Tier.OK  # an unpowered board is not throttled: no reason may outlive it
+        self._set_status(
+            freq_mhz=None,
+            power_w=None,
+            board_target_v=None,
+            point="",
+            budget_w=None,
+            throttle=1.0,
+            throttle_reason="",
+        )
 
     async def _pulled(self) -> None:
         before = self.state
