@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from hashbay.agent.alarms import AlarmGate
 from hashbay.agent.buses import Buses, open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.console import run_console
@@ -83,6 +84,7 @@ class Agent:
             Path(config.agent.state_dir) / "events.db", config.mqtt.spool_max_events
         )
         self.events = EventBus(self.spool)
+        self.alarms = AlarmGate(self.events, self.rig.clock, config.alarms.repeat_s)
         self.spool.report_to(self._state_dropped("event spool"))
         self.budget = PowerBudget(config.limits.psu_power_max_w)
         self.mqtt_wake = asyncio.Event()
@@ -123,6 +125,7 @@ class Agent:
             call=self.rig.call,
             envelope=self.rig.envelope,
             events=self.events,
+            alarms=self.alarms,
             work=self.work,
             budget=self.budget,
             clock=self.rig.clock,
@@ -253,6 +256,14 @@ class Agent:
                 self.sweep.run,
                 Policy.CRITICAL,
                 "without it no board's temperature is watched: safe state",
+            )
+        )
+        services.append(
+            Service(
+                "alarms",
+                self.alarms.run,
+                Policy.RESTART,
+                "folded alarm events wait in memory; the next interval tells them",
             )
         )
         services.append(

@@ -37,6 +37,7 @@ class EventKind(enum.StrEnum):
     DECISION = "decision"  # power governor: target, profit choice, with the numbers
     TUNED = "tuned"  # autotuning finished for a module, with its efficiency
     STATE_DROPPED = "state_dropped"  # a damaged stored file or entry was left out, and why
+    SENSOR_UNREADABLE = "sensor_unreadable"  # a temperature sensor failed reads past the debounce
 
 
 @dataclass(frozen=True)

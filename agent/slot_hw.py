@@ -9,6 +9,7 @@ one fails, because it is the path out of trouble.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,8 +150,9 @@ class SlotHardware:
                     sensor.configure()
                     self._configured_sensors.add(n)
                 temps.append(sensor.read_c())
-            except (HardwareError, ProtocolError):
-                self._configured_sensors.discard(n)
+            except (HardwareError, ProtocolError) as exc:
+                if _not_acknowledged(exc):  # it may have lost power: configure it again
+                    self._configured_sensors.discard(n)
                 temps.append(None)
         return tuple(temps)
 
@@ -177,3 +179,10 @@ class SlotHardware:
 
     def close(self) -> None:
         self.pins.close()
+
+
+def _not_acknowledged(exc: Exception) -> bool:
+    """A device that did not answer at all (absent, unpowered), rather than a garbled
+    transaction on a noisy bus."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.EREMOTEIO, errno.ENXIO)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from hashbay.agent.alarms import AlarmGate
 from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
 from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
@@ -157,6 +158,7 @@ class Services:
     call: Callable[[Callable[[], Any]], Any]  # run blocking bus I/O on the hardware thread
     envelope: SafetyEnvelope
     events: EventBus
+    alarms: AlarmGate  # debounces what flaps: temperature tiers, sensors, bus noise
     work: WorkSource
     budget: PowerBudget
     clock: Callable[[], float]
@@ -202,6 +204,7 @@ class SlotController:
         self._tune_wanted = False
         self._reset_requested = asyncio.Event()
         self._tier = Tier.OK
+        self._unreadable: tuple[int, ...] = ()  # sensors protection reports unreadable
         self._protection: BoardGuard | None = None
         self._restart_policy: RestartPolicy | None = None
         self._fault_reason = ""
@@ -941,6 +944,7 @@ class SlotController:
             self._restart_policy = RestartPolicy(settings)
         self._protection.reset()
         self._tier = Tier.OK
+        self._unreadable = ()
         self._guarded = True
         sweep.watch(self.index, self.hw, self._on_reading)
 
@@ -961,8 +965,11 @@ class SlotController:
             )
             if verdict.tier.cuts_power:
                 self._cut(verdict.reason)
-            elif verdict.changed:
+                return
+            if verdict.changed:
                 self._throttled(verdict)
+            if verdict.unreadable != self._unreadable:
+                self._sensors_changed(verdict.unreadable)
         except Exception as exc:  # unwatched means unpowered
             self._log.exception("protection failed")
             self._cut(f"protection failed: {exc!r}")
@@ -988,13 +995,49 @@ class SlotController:
         kind = {Tier.OK: EventKind.RECOVERED, Tier.WARN: EventKind.OVERHEAT}.get(
             verdict.tier, EventKind.THROTTLED
         )
-        self._event(
+        self._alarm(
+            "temperature",
             kind,
             f"slot {self.index}: {verdict.reason}",
+            severity=_SEVERITY.get(verdict.tier, 2),
             scale=verdict.freq_scale,
             tier=verdict.tier.value,
             hottest_c=verdict.hottest_c,
         )
+
+    def _sensors_changed(self, unreadable: tuple[int, ...]) -> None:
+        """A sensor past the unreadable debounce is its own alarm (and a cut if it lasts)."""
+        before, self._unreadable = self._unreadable, unreadable
+        if set(unreadable) - set(before):
+            names = ", ".join(str(n) for n in unreadable)
+            lost_s = self._protection.settings.sensor_lost_s if self._protection else 0.0
+            self._alarm(
+                "sensors",
+                EventKind.SENSOR_UNREADABLE,
+                f"slot {self.index}: temperature sensor{'s' if len(unreadable) > 1 else ''} "
+                f"{names} unreadable; the board is cut if this lasts {lost_s:g} s",
+                severity=1,
+                sensors=list(unreadable),
+            )
+        elif not unreadable:
+            self._alarm(
+                "sensors",
+                EventKind.RECOVERED,
+                f"slot {self.index}: temperature sensors read again",
+                sensors=[],
+            )
+
+    def _alarm(
+        self, condition: str, kind: EventKind, message: str, severity: int = 0, **details: Any
+    ) -> None:
+        """An event about a condition that may flap: debounced by the alarm gate, and not
+        raised at all while the module's presence contact is moving (a pull in progress
+        makes every sensor vanish; that is the pull's event, not a temperature one)."""
+        pins = self.hw.pins
+        if pins.settling() or not pins.present():
+            return
+        event = Event(kind, self.index, message, serial=self.status.serial, details=details)
+        self._svc.alarms.raise_event(condition, event, severity)
 
     async def _fault(self, why: str, *, retry: bool = True) -> None:
         self._fault_reason, self._fault_retry = why, retry
@@ -1090,6 +1133,9 @@ class SlotController:
         if self.chain is None:
             raise RuntimeError("no chain in a state that needs one")
         return self.chain
+
+
+_SEVERITY = {Tier.OK: 0, Tier.WARN: 1}  # for the alarm gate; throttling is 2
 
 
 def _small_cores(chain: Bm13xxChain) -> int:
