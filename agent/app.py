@@ -137,6 +137,7 @@ class Agent:
             protection=config.protection,
             tuning=Tuning(config.autotune, TuneStore(Path(config.agent.state_dir))),
             sweep=self.sweep,
+            alarm_settings=config.alarms,
         )
         settings = slot_settings(config)
         uarts = self.rig.buses.uart_paths
@@ -149,6 +150,7 @@ class Agent:
             "pending": self.spool.pending_count,
             "dropped": self.spool.dropped,
         }
+        self.state.extra["psu_bus"] = self._psu_bus
         self.state.extra["power"] = self.power.status_json
         self.state.extra["thermal"] = self.thermal.status_json
         if self.pools is not None:
@@ -199,6 +201,16 @@ class Agent:
             )
 
         return report
+
+    def _psu_bus(self) -> dict[str, int]:
+        """The PSU's failed transactions by kind (the slots' devices are in their status)."""
+        counts = self.rig.buses.i2c.errors.counts(self.config.hardware.psu_address)
+        return {
+            "nacks": counts.nacks,
+            "pec_errors": counts.pec_errors,
+            "timeouts": counts.timeouts,
+            "bus_errors": counts.bus_errors,
+        }
 
     def _fresh_work(self) -> None:
         """clean_jobs or a new pool: every hashing slot sends new work now."""

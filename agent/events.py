@@ -38,6 +38,7 @@ class EventKind(enum.StrEnum):
     TUNED = "tuned"  # autotuning finished for a module, with its efficiency
     STATE_DROPPED = "state_dropped"  # a damaged stored file or entry was left out, and why
     SENSOR_UNREADABLE = "sensor_unreadable"  # a temperature sensor failed reads past the debounce
+    BUS_NOISE = "bus_noise"  # a slot's I2C device fails a steady share of its transactions
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from hashbay.agent.alarms import AlarmGate
+from hashbay.agent.alarms import AlarmGate, AlarmSettings
 from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
+from hashbay.agent.bus_health import BusNoise, describe
 from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
@@ -27,6 +28,7 @@ from hashbay.agent.operating_point import OperatingPoint, PointPlanner
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.agent.status import (
+    BusDevice,
     ChipSample,
     Health,
     HealthLevel,
@@ -44,7 +46,7 @@ from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.bm13xx.registers import SMALL_CORES
 from hashbay.drivers.eeprom import BoardIdentity, IdentityError
 from hashbay.drivers.envelope import BoardLimits, SafetyEnvelope
-from hashbay.drivers.errors import HardwareError, HashbayError, SafetyViolation
+from hashbay.drivers.errors import HardwareError, HashbayError, ProtocolError, SafetyViolation
 
 log = structlog.get_logger("hashbay.slots")
 
@@ -169,6 +171,7 @@ class Services:
     director: Director = field(default_factory=RunFreely)
     protection: ProtectionSettings | None = None  # None: no guard (unit tests)
     sweep: SensorSweep | None = None  # reads every guarded board's sensors each period
+    alarm_settings: AlarmSettings = field(default_factory=AlarmSettings)  # bus noise
     tuning: Tuning | None = None  # None: no autotuning (unit tests)
 
 
@@ -209,6 +212,8 @@ class SlotController:
         self._restart_policy: RestartPolicy | None = None
         self._fault_reason = ""
         self._fault_retry = True
+        self._bus_noise = BusNoise(services.alarm_settings)
+        self._bus: tuple[BusDevice, ...] = ()
         self._log = log.bind(slot=self.index)
         self.transitions: list[tuple[SlotState, SlotState, str]] = []
 
@@ -418,8 +423,10 @@ class SlotController:
     async def _in_inserted(self) -> None:
         """Every way up (a new or re-seated module, a restart, a technician's reset) starts
         here, so latched power faults are cleared here, before anything is powered."""
-        for problem in await self._svc.call(self.hw.clear_latched_faults):
-            self._log.debug("latched faults not cleared", problem=problem)
+        try:
+            await self._svc.call(self.hw.clear_latched_faults)
+        except (HardwareError, ProtocolError) as exc:  # it may be what failed; powering tells
+            self._log.warning("latched faults not cleared", error=str(exc))
         self._go(Trigger.IDENTIFY, "reading the module's identity EEPROM")
 
     async def _in_identifying(self) -> None:
@@ -514,7 +521,7 @@ class SlotController:
                 await self._svc.call(lambda: self.hw.rail_on(volts))
                 rail_up = True
                 break
-            except HardwareError:
+            except (HardwareError, ProtocolError):  # not on the bus yet, or a noisy read
                 await asyncio.sleep(0.02)
         if not rail_up:
             await self._fault("DC-DC converter did not answer after power-up")
@@ -534,7 +541,7 @@ class SlotController:
             try:
                 if await self._svc.call(check):
                     return True
-            except HardwareError:
+            except (HardwareError, ProtocolError):  # a failed read: ask again
                 pass
             if self._loop_time() >= deadline:
                 return False
@@ -807,6 +814,8 @@ class SlotController:
         )
         expected = sum(chain.freq_mhz) * 1e6 * _small_cores(chain)
         dcdc = rails.dcdc
+        self._bus = self._bus_noise.update(self._svc.clock(), self.hw.bus_devices())
+        window_s = self._svc.alarm_settings.bus_window_s
         return ModuleSample(
             at_s=self._svc.clock(),
             chips=chips,
@@ -818,11 +827,13 @@ class SlotController:
             rail_fault=rails.fault,
             fans_stalled=self._svc.fans_stalled(),
             missing_chips=missing,
+            bus_noise=tuple(describe(d, window_s) for d in self._bus if d.noisy),
         )
 
     async def _assess(self, sample: ModuleSample) -> bool:
         """Update health and prediction; True when the state changed."""
         assert self._health is not None and self._predictor is not None
+        self._bus_changed(self._bus)
         health = self._health.update(sample)
         power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
         if self._tuning_task is not None:
@@ -1026,6 +1037,39 @@ class SlotController:
                 f"slot {self.index}: temperature sensors read again",
                 sensors=[],
             )
+
+    def _bus_changed(self, bus: tuple[BusDevice, ...]) -> None:
+        """Bus counts into the status; a device turning noisy (or quiet again) is an alarm."""
+        before = {d.address: d.noisy for d in self.status.bus}
+        self._set_status(bus=bus)
+        window_s = self._svc.alarm_settings.bus_window_s
+        for device in bus:
+            if device.noisy == before.get(device.address, False):
+                continue
+            condition = f"bus 0x{device.address:02x}"
+            counts: dict[str, Any] = {
+                "device": device.device,
+                "address": f"0x{device.address:02x}",
+                "error_share": device.error_share,
+                "nacks": device.nacks,
+                "pec_errors": device.pec_errors,
+                "timeouts": device.timeouts,
+                "bus_errors": device.bus_errors,
+            }
+            if device.noisy:
+                text = describe(device, window_s)
+                self._log.warning("bus device noisy", **counts)
+                self._alarm(
+                    condition, EventKind.BUS_NOISE, f"slot {self.index}: {text}", 1, **counts
+                )
+            else:
+                self._log.info("bus device quiet again", **counts)
+                self._alarm(
+                    condition,
+                    EventKind.RECOVERED,
+                    f"slot {self.index}: {device.device} (0x{device.address:02x}) quiet again",
+                    **counts,
+                )
 
     def _alarm(
         self, condition: str, kind: EventKind, message: str, severity: int = 0, **details: Any

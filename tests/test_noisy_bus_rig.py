@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from hashbay.agent.app import Agent
 from hashbay.agent.events import EventKind
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
+from hashbay.tools.cli_render import slot_text
 from hashbay.tools.sim.rig import SimRig
 
 from .support import rig_config
@@ -60,3 +62,29 @@ async def test_a_pulled_module_raises_only_its_removal(agent: Agent) -> None:
         assert kinds_since(agent, seen) == [EventKind.REMOVED]
         rig.insert_module(1)
         await until(lambda: agent.controllers[1].state is SlotState.HASHING, what="back")
+
+
+async def test_pec_errors_on_a_dc_dc_are_counted_named_and_cost_health(agent: Agent) -> None:
+    rig: SimRig = agent.rig.buses.sim
+    dcdc = rig.slots[0].config.dcdc_address
+    rig.pec_errors(0.3, dcdc)
+
+    def noisy() -> list[Any]:
+        return [d for d in agent.controllers[0].status.bus if d.noisy]
+
+    await until(noisy, what="the DC-DC judged noisy")
+    device = noisy()[0]
+    assert (device.device, device.address) == ("DC-DC", dcdc)
+    assert device.pec_errors > 10 * max(device.nacks, 1)  # a NACK or two while it powered up
+    assert device.timeouts == device.bus_errors == 0
+    assert 0.15 < device.error_share < 0.45
+    health = agent.controllers[0].status.health
+    assert health is not None
+    assert any(r.code == "bus_noise" and "DC-DC (0x20)" in r.text for r in health.reasons)
+    assert [e.kind for e in agent.events.recent(100) if e.slot == 0][-1] is EventKind.BUS_NOISE
+    assert not any(d.noisy for c in agent.controllers[1:] for d in c.status.bus)
+    assert agent.controllers[0].state is SlotState.HASHING
+    status = agent.controllers[0].status.to_json()
+    assert any(d["device"] == "DC-DC" and d["pec_errors"] > 0 for d in status["bus"])
+    shown = slot_text({"status": status})  # what `hashbay slot 0` prints
+    assert "Bus         DC-DC 0x20:" in shown and "PEC errors" in shown and "NOISY" in shown

@@ -27,8 +27,9 @@ from gpiozero import DigitalOutputDevice, PWMOutputDevice
 from hashbay.agent.config import Config, default_config_path, load_config
 from hashbay.agent.rig import envelope_from
 from hashbay.drivers.eeprom import Eeprom24C02
-from hashbay.drivers.errors import ConfigError, HardwareError, SafetyViolation
+from hashbay.drivers.errors import ConfigError, HardwareError, PecError, SafetyViolation
 from hashbay.drivers.fan import Fan
+from hashbay.drivers.i2c import DeviceCounts, LockedI2C
 from hashbay.drivers.lm75 import TemperatureSensor
 from hashbay.drivers.pmbus import DcDc, HotSwap, Psu, StatusInput, StatusIout
 from hashbay.drivers.slot_pins import SlotPins
@@ -426,6 +427,15 @@ EFFECTS = {
     "uart-noise": "test_uart_noise_garbles_the_line_both_ways",
     "i2c-errors": "test_i2c_errors_fail_about_that_share_of_driver_reads",
     "ambient": "test_ambient_sets_the_inlet_air_the_boards_settle_to",
+    "pec-errors": "test_pec_errors_flip_bits_that_the_pec_catches_and_the_bus_counts",
+    "i2c-stuck": "test_a_stuck_bus_times_transactions_out_until_it_lets_go",
+    "i2c-ok": "test_a_stuck_bus_times_transactions_out_until_it_lets_go",
+    "eeprom-corrupt": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "eeprom-blank": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "eeprom-silent": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "eeprom-ok": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "device-silent": "test_a_silent_device_nacks_until_it_answers_again",
+    "device-ok": "test_a_silent_device_nacks_until_it_answers_again",
     "overheat": "test_overheat_heats_a_board_past_its_physics_and_a_watch_times_the_cut",
 }
 
@@ -654,6 +664,79 @@ def test_i2c_errors_fail_about_that_share_of_driver_reads(host: Host) -> None:
     inject(host.rig, "i2c-errors 1")
     with pytest.raises(HardwareError, match=r"PSU \(0x58\) .*Input/output error \(bus error"):
         host.psu.read_telemetry()
+
+
+def test_pec_errors_flip_bits_that_the_pec_catches_and_the_bus_counts(host: Host) -> None:
+    bus = LockedI2C(host.rig.i2c)
+    psu, sensor = Psu(bus, 0x58), TemperatureSensor(bus, 0x48, "sensor")
+    inject(host.rig, "pec-errors 0.3 0x58")
+
+    def pec_failures(count: int) -> int:
+        failed = 0
+        for _ in range(count):
+            try:
+                psu.status()
+            except PecError:
+                failed += 1
+        return failed
+
+    failed = pec_failures(1000)
+    assert 240 < failed < 360
+    assert bus.errors.counts(0x58).pec_errors == failed
+    assert bus.errors.counts(0x58).nacks == bus.errors.counts(0x58).bus_errors == 0
+    inject(host.rig, "pec-errors 0 0x58")
+    assert pec_failures(200) == 0
+    inject(host.rig, "pec-errors 1")  # every PMBus device, and only those
+    with pytest.raises(PecError):
+        HotSwap(bus, 0, 0x10, host.envelope).status()
+    for _ in range(50):
+        sensor.read_c()  # no PEC on a TMP75: its reads are left alone
+    assert bus.errors.counts(0x48) == DeviceCounts(transactions=50)
+
+
+def test_a_stuck_bus_times_transactions_out_until_it_lets_go(host: Host) -> None:
+    bus = LockedI2C(host.rig.i2c)
+    sensor = TemperatureSensor(bus, 0x48, "sensor")
+    inject(host.rig, "i2c-stuck 60")
+    with pytest.raises(HardwareError, match="timed out"):
+        sensor.read_c()
+    assert bus.errors.counts(0x48).timeouts == 1
+    inject(host.rig, "i2c-ok")
+    assert sensor.read_c() == host.sensor(0, 0).read_c()
+
+
+def test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed(host: Host) -> None:
+    eeprom = host.eeprom(1)
+    identity = eeprom.read_identity()
+    for fault, error in (
+        ("eeprom-corrupt 1", "CRC mismatch"),
+        ("eeprom-blank 1", "blank"),
+        ("eeprom-silent 1", "did not answer"),
+    ):
+        inject(host.rig, fault)
+        with pytest.raises(HardwareError, match=error):
+            eeprom.read_identity()
+        inject(host.rig, "eeprom-ok 1")
+        assert eeprom.read_identity() == identity
+    inject(host.rig, "eeprom-blank 1")
+    serial = host.rig.pull_module(1)
+    assert host.rig.insert_module(1) == serial
+    host.rig.advance(0.2)
+    with pytest.raises(HardwareError, match="blank"):
+        eeprom.read_identity()  # the damage went with the module
+
+
+def test_a_silent_device_nacks_until_it_answers_again(host: Host) -> None:
+    host.power_up(0)
+    dcdc = host.dcdc(0)
+    inject(host.rig, "device-silent 0x20")
+    with pytest.raises(HardwareError, match="did not answer"):
+        dcdc.status()
+    assert host.slot_status(0)["chain_powered"] is True  # silent, not off
+    inject(host.rig, "device-ok 0x20")
+    assert dcdc.status().ok
+    with pytest.raises(ValueError, match="no device that can fall silent at 0x33"):
+        host.rig.apply(faults.parse("device-silent 0x33"))
 
 
 def test_ambient_sets_the_inlet_air_the_boards_settle_to(host: Host) -> None:
