@@ -105,7 +105,11 @@ class Agent:
         if work is None and config.pool:
             pool_work = PoolWork()
             self.pools = PoolManager(
-                config.pool, config.stratum, pool_work, on_change=self.mqtt_wake.set
+                config.pool,
+                config.stratum,
+                pool_work,
+                on_change=self.mqtt_wake.set,
+                alarms=self.alarms,
             )
             pool_work.on_fresh = self._fresh_work
             pool_work.on_availability = lambda available: self.power.wake()
