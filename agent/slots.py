@@ -1041,7 +1041,8 @@ class SlotController:
     def _bus_changed(self, bus: tuple[BusDevice, ...]) -> None:
         """Bus counts into the status; a device turning noisy (or quiet again) is an alarm."""
         before = {d.address: d.noisy for d in self.status.bus}
-        self._set_status(bus=bus)
+        # Status lists the devices that failed a transaction: a healthy bus says nothing.
+        self._set_status(bus=tuple(d for d in bus if d.failed or d.noisy))
         window_s = self._svc.alarm_settings.bus_window_s
         for device in bus:
             if device.noisy == before.get(device.address, False):
