@@ -875,7 +875,9 @@ class SlotController:
             return True
         if health.level is HealthLevel.OK and self.state is SlotState.DEGRADED:
             self._go(Trigger.HEALTHY, f"health {health.score:.0f}: recovered")
-            self._event(EventKind.RECOVERED, "module healthy again", score=round(health.score))
+            self._alarm(
+                "health", EventKind.RECOVERED, "module healthy again", score=round(health.score)
+            )
             return True
         return False
 

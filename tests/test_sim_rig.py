@@ -35,6 +35,7 @@ from hashbay.drivers.pmbus import DcDc, HotSwap, Psu, StatusInput, StatusIout
 from hashbay.drivers.slot_pins import SlotPins
 from hashbay.tools.sim import faults
 from hashbay.tools.sim.control import SOCKET_NAME, ControlServer
+from hashbay.tools.sim.fault_matrix import HEALS, MATRIX, covered_commands
 from hashbay.tools.sim.faults import FAULTS, FaultError
 from hashbay.tools.sim.rig import SimRig
 from hashbay.tools.sim.uart import LineNoise
@@ -443,6 +444,24 @@ EFFECTS = {
 def test_every_fault_command_has_a_test_of_its_effect() -> None:
     assert set(EFFECTS) == set(FAULTS)
     assert set(EFFECTS.values()) <= set(globals())
+
+
+def test_the_fault_matrix_covers_every_fault_the_simulator_can_make() -> None:
+    assert covered_commands() == set(FAULTS)
+    assert set(FAULTS) - {row.command for row in MATRIX} <= HEALS  # the rest only heal
+    for row in MATRIX:
+        for step in (row.fault, *row.heal, *row.then, *row.technician):
+            if not step.startswith(("hashbay ", "systemd ")):
+                faults.parse(step)  # each one a valid command
+    issue_11 = {"i2c-stuck", "pec-errors", "eeprom-corrupt", "eeprom-blank", "eeprom-silent"}
+    assert issue_11 | {"uart-noise", "psu-sag"} <= {row.command for row in MATRIX}
+    listed = subprocess.run(
+        [sys.executable, "-m", "hashbay.tools.sim.cli", "faults"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert all(f"\n  {name} " in "\n" + listed for name in FAULTS)
 
 
 def test_a_dead_chip_stops_hashing_and_chip_ok_heals_it(host: Host) -> None:
