@@ -140,7 +140,8 @@ async def test_a_bus_nobody_can_use_puts_the_rig_in_its_safe_state(tmp_path: Pat
         await step(agent, row.fault)
         # The stall guard runs on real time, whatever the simulated clock does.
         assert await asyncio.wait_for(task, real_s(agent, row.within(agent.config))) == 70
-        assert not any(slot.hotswap.enable_pin for slot in rig.slots)
+        power_pins = [rig.pin_factory.pin(slot.config.power_pin) for slot in rig.slots]
+        assert [pin.state for pin in power_pins] == [0, 0, 0]  # every board's enable low
         assert all(fan.duty == agent.config.limits.safe_fan_duty for fan in rig.fans)
     finally:
         rig.i2c_ok()  # let the hardware thread's last transaction end
