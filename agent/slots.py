@@ -26,6 +26,7 @@ from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
+from hashbay.agent.slot_alarms import SlotAlarms
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.agent.status import (
     BusDevice,
@@ -214,6 +215,13 @@ class SlotController:
         self._fault_retry = True
         self._bus_noise = BusNoise(services.alarm_settings)
         self._bus: tuple[BusDevice, ...] = ()
+        self._alarms = SlotAlarms(
+            self.index,
+            services.alarms,
+            hw.pins,
+            lambda: self.status.serial,
+            services.alarm_settings.bus_window_s,
+        )
         self._log = log.bind(slot=self.index)
         self.transitions: list[tuple[SlotState, SlotState, str]] = []
 
@@ -319,7 +327,7 @@ class SlotController:
             self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
             why = f"internal error while {self.state}: {exc!r}"
         if not allowed(self.state, Trigger.FAULT):  # nothing is powered in this state
-            self._event(EventKind.FAULT, f"slot {self.index}: {why}", reason=why)
+            self._alarms.internal(why)
             await asyncio.sleep(PRESENCE_RECHECK_S)
             return
         await self._fault(why, retry=self.state is not SlotState.FAULT)
@@ -833,7 +841,10 @@ class SlotController:
     async def _assess(self, sample: ModuleSample) -> bool:
         """Update health and prediction; True when the state changed."""
         assert self._health is not None and self._predictor is not None
-        self._bus_changed(self._bus)
+        before = self.status.bus
+        # Status lists the devices that failed a transaction: a healthy bus says nothing.
+        self._set_status(bus=tuple(d for d in self._bus if d.failed or d.noisy))
+        self._alarms.bus(before, self._bus)
         health = self._health.update(sample)
         power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
         if self._tuning_task is not None:
@@ -875,9 +886,7 @@ class SlotController:
             return True
         if health.level is HealthLevel.OK and self.state is SlotState.DEGRADED:
             self._go(Trigger.HEALTHY, f"health {health.score:.0f}: recovered")
-            self._alarm(
-                "health", EventKind.RECOVERED, "module healthy again", score=round(health.score)
-            )
+            self._alarms.healthy(health.score)
             return True
         return False
 
@@ -982,7 +991,10 @@ class SlotController:
             if verdict.changed:
                 self._throttled(verdict)
             if verdict.unreadable != self._unreadable:
-                self._sensors_changed(verdict.unreadable)
+                before, self._unreadable = self._unreadable, verdict.unreadable
+                self._alarms.sensors(
+                    before, verdict.unreadable, self._protection.settings.sensor_lost_s
+                )
         except Exception as exc:  # unwatched means unpowered
             self._log.exception("protection failed")
             self._cut(f"protection failed: {exc!r}")
@@ -1005,86 +1017,7 @@ class SlotController:
             return  # a fresh guard's first word: nothing happened
         reason = "" if verdict.tier is Tier.OK else verdict.reason
         self._set_status(throttle=verdict.freq_scale, throttle_reason=reason)
-        kind = {Tier.OK: EventKind.RECOVERED, Tier.WARN: EventKind.OVERHEAT}.get(
-            verdict.tier, EventKind.THROTTLED
-        )
-        self._alarm(
-            "temperature",
-            kind,
-            f"slot {self.index}: {verdict.reason}",
-            severity=_SEVERITY.get(verdict.tier, 2),
-            scale=verdict.freq_scale,
-            tier=verdict.tier.value,
-            hottest_c=verdict.hottest_c,
-        )
-
-    def _sensors_changed(self, unreadable: tuple[int, ...]) -> None:
-        """A sensor past the unreadable debounce is its own alarm (and a cut if it lasts)."""
-        before, self._unreadable = self._unreadable, unreadable
-        if set(unreadable) - set(before):
-            names = ", ".join(str(n) for n in unreadable)
-            lost_s = self._protection.settings.sensor_lost_s if self._protection else 0.0
-            self._alarm(
-                "sensors",
-                EventKind.SENSOR_UNREADABLE,
-                f"slot {self.index}: temperature sensor{'s' if len(unreadable) > 1 else ''} "
-                f"{names} unreadable; the board is cut if this lasts {lost_s:g} s",
-                severity=1,
-                sensors=list(unreadable),
-            )
-        elif not unreadable:
-            self._alarm(
-                "sensors",
-                EventKind.RECOVERED,
-                f"slot {self.index}: temperature sensors read again",
-                sensors=[],
-            )
-
-    def _bus_changed(self, bus: tuple[BusDevice, ...]) -> None:
-        """Bus counts into the status; a device turning noisy (or quiet again) is an alarm."""
-        before = {d.address: d.noisy for d in self.status.bus}
-        # Status lists the devices that failed a transaction: a healthy bus says nothing.
-        self._set_status(bus=tuple(d for d in bus if d.failed or d.noisy))
-        window_s = self._svc.alarm_settings.bus_window_s
-        for device in bus:
-            if device.noisy == before.get(device.address, False):
-                continue
-            condition = f"bus 0x{device.address:02x}"
-            counts: dict[str, Any] = {
-                "device": device.device,
-                "address": f"0x{device.address:02x}",
-                "error_share": device.error_share,
-                "nacks": device.nacks,
-                "pec_errors": device.pec_errors,
-                "timeouts": device.timeouts,
-                "bus_errors": device.bus_errors,
-            }
-            if device.noisy:
-                text = describe(device, window_s)
-                self._log.warning("bus device noisy", **counts)
-                self._alarm(
-                    condition, EventKind.BUS_NOISE, f"slot {self.index}: {text}", 1, **counts
-                )
-            else:
-                self._log.info("bus device quiet again", **counts)
-                self._alarm(
-                    condition,
-                    EventKind.RECOVERED,
-                    f"slot {self.index}: {device.device} (0x{device.address:02x}) quiet again",
-                    **counts,
-                )
-
-    def _alarm(
-        self, condition: str, kind: EventKind, message: str, severity: int = 0, **details: Any
-    ) -> None:
-        """An event about a condition that may flap: debounced by the alarm gate, and not
-        raised at all while the module's presence contact is moving (a pull in progress
-        makes every sensor vanish; that is the pull's event, not a temperature one)."""
-        pins = self.hw.pins
-        if pins.settling() or not pins.present():
-            return
-        event = Event(kind, self.index, message, serial=self.status.serial, details=details)
-        self._svc.alarms.raise_event(condition, event, severity)
+        self._alarms.temperature(verdict)
 
     async def _fault(self, why: str, *, retry: bool = True) -> None:
         self._fault_reason, self._fault_retry = why, retry
@@ -1180,9 +1113,6 @@ class SlotController:
         if self.chain is None:
             raise RuntimeError("no chain in a state that needs one")
         return self.chain
-
-
-_SEVERITY = {Tier.OK: 0, Tier.WARN: 1}  # for the alarm gate; throttling is 2
 
 
 def _small_cores(chain: Bm13xxChain) -> int:
