@@ -10,13 +10,14 @@ from typing import Any, TextIO
 
 import structlog
 
+from hashbay.agent.alarms import AlarmGate
 from hashbay.agent.buses import Buses, open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.console import run_console
 from hashbay.agent.control_socket import ControlServer, chip_rows
 from hashbay.agent.controls import ControlStore
 from hashbay.agent.dispatch import Dispatcher
-from hashbay.agent.events import EventBus
+from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import Governor
 from hashbay.agent.health import HealthModel
 from hashbay.agent.liveness import Liveness, StallGuard, heartbeat, watchdog_pings
@@ -83,9 +84,13 @@ class Agent:
             Path(config.agent.state_dir) / "events.db", config.mqtt.spool_max_events
         )
         self.events = EventBus(self.spool)
+        self.alarms = AlarmGate(self.events, self.rig.clock, config.alarms.repeat_s)
+        self.spool.report_to(self._state_dropped("event spool"))
         self.budget = PowerBudget(self.rig.envelope.psu_power_max_w)
         self.mqtt_wake = asyncio.Event()
         self.controls = ControlStore(Path(config.agent.state_dir) / "controls.json")
+        for problem in self.controls.problems:
+            self._state_dropped("controls")(problem)
         self.sweep = SensorSweep(self.rig.call, config.protection.check_interval_s)
         self.controllers: list[SlotController] = []
         self.thermal = build_thermal(
@@ -105,6 +110,7 @@ class Agent:
                 pool_work,
                 on_change=self.mqtt_wake.set,
                 hashrate=self._nominal_hashrate,
+                alarms=self.alarms,
             )
             pool_work.on_fresh = self._fresh_work
             pool_work.on_availability = lambda available: self.power.wake()
@@ -125,6 +131,7 @@ class Agent:
             call=self.rig.call,
             envelope=self.rig.envelope,
             events=self.events,
+            alarms=self.alarms,
             work=self.work,
             budget=self.budget,
             clock=self.rig.clock,
@@ -136,6 +143,7 @@ class Agent:
             protection=config.protection,
             tuning=Tuning(config.autotune, TuneStore(Path(config.agent.state_dir))),
             sweep=self.sweep,
+            alarm_settings=config.alarms,
         )
         settings = slot_settings(config)
         uarts = self.rig.buses.uart_paths
@@ -148,6 +156,7 @@ class Agent:
             "pending": self.spool.pending_count,
             "dropped": self.spool.dropped,
         }
+        self.state.extra["psu_bus"] = self._psu_bus
         self.state.extra["power"] = self.power.status_json
         self.state.extra["thermal"] = self.thermal.status_json
         if self.pools is not None:
@@ -193,6 +202,26 @@ class Agent:
         """What the boards should hash at their clocks (H/s): Stratum V2 tells the pool."""
         statuses = (controller.status for controller in self.controllers)
         return sum(s.health.expected_hs for s in statuses if s.health is not None)
+
+    def _state_dropped(self, file: str) -> Callable[[str], None]:
+        """Raises the event for a damaged entry of a state file (it was already logged)."""
+
+        def report(problem: str) -> None:
+            self.events.publish(
+                Event(EventKind.STATE_DROPPED, None, f"{file}: {problem}", details={"file": file})
+            )
+
+        return report
+
+    def _psu_bus(self) -> dict[str, int]:
+        """The PSU's failed transactions by kind (the slots' devices are in their status)."""
+        counts = self.rig.buses.i2c.errors.counts(self.config.hardware.psu_address)
+        return {
+            "nacks": counts.nacks,
+            "pec_errors": counts.pec_errors,
+            "timeouts": counts.timeouts,
+            "bus_errors": counts.bus_errors,
+        }
 
     def _fresh_work(self) -> None:
         """clean_jobs or a new pool: every hashing slot sends new work now."""
@@ -250,6 +279,14 @@ class Agent:
                 self.sweep.run,
                 Policy.CRITICAL,
                 "without it no board's temperature is watched: safe state",
+            )
+        )
+        services.append(
+            Service(
+                "alarms",
+                self.alarms.run,
+                Policy.RESTART,
+                "folded alarm events wait in memory; the next interval tells them",
             )
         )
         services.append(

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hashbay.agent.alarms import AlarmSettings
 from hashbay.agent.autotune import TuneSettings
 from hashbay.agent.control_socket import ControlSettings
 from hashbay.agent.fan_control import ThermalSettings
@@ -376,6 +377,9 @@ class Config:
     quiet: QuietSettings = table(QuietSettings, "Quiet mode: a cap on the fans' noise.")
     protection: ProtectionSettings = table(
         ProtectionSettings, "Per-board over-temperature, sensor and power-fault protection."
+    )
+    alarms: AlarmSettings = table(
+        AlarmSettings, "Alarm events, debounced and bounded; noisy bus devices."
     )
     power: PowerSettings = table(PowerSettings, "The power governor: a whole-miner power target.")
     economics: EconomicsSettings = table(

@@ -4,7 +4,8 @@ kept across restarts.
 A miner curtailed for the grid must stay curtailed when the agent restarts, and a power
 target set from the fleet must not silently lapse, so every change is written to the
 state directory before it is acknowledged. The file is read back as untrusted input: a
-value of the wrong type or out of range is dropped (with a log line), never applied.
+value of the wrong type or out of range is dropped (with a log line), never applied, and
+listed in `problems` so the agent can raise an event once it is running.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class ControlStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.problems: list[str] = []  # what the file held that was left out, in words
         self.current = self._load()
         self._listeners: list[Callable[[Controls], None]] = []
         self._saving = asyncio.Lock()
@@ -115,9 +117,11 @@ class ControlStore:
                 path=str(self.path),
                 error=str(exc),
             )
+            self.problems.append(f"{self.path}: unreadable ({exc}); using the configuration")
             return Controls()
         if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
             log.error("controls file has an unknown shape; ignored", path=str(self.path))
+            self.problems.append(f"{self.path}: unknown shape; using the configuration")
             return Controls()
         values: dict[str, Any] = {}
         for field in fields(Controls):
@@ -131,11 +135,9 @@ class ControlStore:
                     else value
                 )
             else:
-                log.error(
-                    "controls file value out of range; ignored",
-                    key=field.name,
-                    value=repr(value)[:40],
-                )
+                shown = repr(value)[:40]
+                log.error("controls file value out of range; ignored", key=field.name, value=shown)
+                self.problems.append(f"{self.path}: {field.name} = {shown} left out")
         controls = Controls(**values)
         if controls != Controls():
             log.info("operator controls restored", **controls.to_json())

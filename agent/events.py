@@ -36,6 +36,10 @@ class EventKind(enum.StrEnum):
     RESUMED = "resumed"
     DECISION = "decision"  # power governor: target, profit choice, with the numbers
     TUNED = "tuned"  # autotuning finished for a module, with its efficiency
+    STATE_DROPPED = "state_dropped"  # a damaged stored file or entry was left out, and why
+    SENSOR_UNREADABLE = "sensor_unreadable"  # a temperature sensor failed reads past the debounce
+    BUS_NOISE = "bus_noise"  # a slot's I2C device fails a steady share of its transactions
+    POOL_FAILED = "pool_failed"  # the active pool was lost, or a pool was judged useless
 
 
 @dataclass(frozen=True)

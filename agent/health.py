@@ -248,6 +248,16 @@ class HealthSettings:
         2.0, "Points per degree of DC-DC temperature above dcdc_warn_c.", min=0, max=100
     )
     dcdc_penalty_max: float = setting(30.0, "Most points DC-DC heat can cost.", min=0, max=100)
+    bus_penalty_each: float = setting(
+        10.0,
+        "Points each noisy bus device of the module costs (see alarms.bus_error_share): a "
+        "connector or part going bad, before it costs the board.",
+        min=0,
+        max=100,
+    )
+    bus_penalty_max: float = setting(
+        20.0, "Most points noisy bus devices together can cost.", min=0, max=100
+    )
     fan_penalty_each: float = setting(15.0, "Points each stalled fan costs.", min=0, max=100)
     fan_penalty_max: float = setting(45.0, "Most points stalled fans can cost.", min=0, max=100)
     degrading_penalty: float = setting(
@@ -574,6 +584,7 @@ class HealthModel:
         self._judge_temperatures(sample, reasons, faults)
         self._judge_rail(sample, reasons, faults)
         self._judge_prediction(prediction, reasons)
+        self._judge_bus(sample, reasons)
         if sample.fans_stalled > 0:
             s = self.settings
             reasons.append(
@@ -957,6 +968,14 @@ class HealthModel:
                     min(s.rail_penalty_max, s.rail_penalty_per_pct * excess * 100),
                 )
             )
+
+    def _judge_bus(self, sample: ModuleSample, reasons: list[Reason]) -> None:
+        """Noisy bus devices (judged by agent/bus_health.py) cost points, each named."""
+        s = self.settings
+        for n, text in enumerate(sample.bus_noise):
+            spent = n * s.bus_penalty_each
+            penalty = min(s.bus_penalty_each, max(0.0, s.bus_penalty_max - spent))
+            reasons.append(Reason("bus_noise", f"noisy bus device: {text}", penalty))
 
 
 def _others_mean(total_c: float, count: int, reading: float | None) -> float | None:

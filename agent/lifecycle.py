@@ -6,6 +6,8 @@ is a bug caught at once, and the table below is the whole story a technician nee
     empty ──seated──▶ inserted ──identify──▶ identifying ──identified──▶ powering
     powering ──power_good──▶ enumerating ──enumerated──▶ ramping ──ramped──▶ hashing
     hashing ⇄ degraded (health)         any powered state ──fault──▶ fault (power off)
+    inserted, identifying ──fault──▶ fault   (the bus or the agent failed before power)
+    fault ──fault──▶ fault         (a failure while off: it waits for a technician)
     fault ──retry──▶ inserted      (cooled down, within the restart limit)
     powering…degraded ──sleep──▶ sleeping ──wake──▶ powering   (curtailed, or unprofitable)
     hashing/degraded/fault/… ──prepare──▶ draining ──drained──▶ safe_to_remove
@@ -41,6 +43,10 @@ class Trigger(enum.StrEnum):
 
 
 _WORKING = (S.POWERING, S.ENUMERATING, S.RAMPING, S.HASHING, S.DEGRADED)
+TOUCHES_HARDWARE = frozenset(S) - {S.EMPTY, S.SAFE_TO_REMOVE}
+"""States whose work uses the buses or pins: each has a fault transition, so whatever goes
+wrong in one (a bus error, a bug) ends with the slot powered off and a `fault` event.
+An empty slot has nothing to power; a module safe to remove is already off."""
 
 TRANSITIONS: dict[tuple[S, Trigger], S] = {
     (S.EMPTY, Trigger.SEATED): S.INSERTED,
@@ -63,6 +69,9 @@ TRANSITIONS: dict[tuple[S, Trigger], S] = {
     (S.SLEEPING, Trigger.FAULT): S.FAULT,
     (S.INSERTED, Trigger.PREPARE): S.DRAINING,
     (S.IDENTIFYING, Trigger.PREPARE): S.DRAINING,
+    (S.INSERTED, Trigger.FAULT): S.FAULT,
+    (S.IDENTIFYING, Trigger.FAULT): S.FAULT,
+    (S.FAULT, Trigger.FAULT): S.FAULT,
     **{(state, Trigger.FAULT): S.FAULT for state in _WORKING},
     **{(state, Trigger.PREPARE): S.DRAINING for state in _WORKING},
     **{(state, Trigger.SLEEP): S.SLEEPING for state in _WORKING},

@@ -443,6 +443,14 @@ def _device(view: MinerView, status: SlotStatus) -> dict[str, Any]:
         "Serial": status.serial or "",
         "Slot State": status.state.value,
         "Health": round(health.score, 1) if health else 0.0,
+        # The slot's I2C devices (EEPROM, sensors, DC-DC, hot-swap) since the agent started.
+        "Bus NACKs": sum(d.nacks for d in status.bus),
+        "Bus PEC Errors": sum(d.pec_errors for d in status.bus),
+        "Bus Timeouts": sum(d.timeouts for d in status.bus),
+        "Bus Errors": sum(d.bus_errors for d in status.bus),
+        "Bus Noisy Devices": ", ".join(
+            f"{d.device} 0x{d.address:02x}" for d in status.bus if d.noisy
+        ),
     }
 
 

@@ -153,6 +153,28 @@ DEADBANDS: dict[str, Deadband] = {
 }
 OTHER_FLOATS = Deadband(relative=0.02)
 PROSE_KEYS = frozenset({"text", "trend"})  # restate numbers in words; follow the interval
+# Counters that grow with every share or every failed bus transaction (integers too):
+# news once they moved by a tenth (a first one always is); the exact figure follows the
+# interval. Without this the miner state went out with every accepted share.
+COUNTER_KEYS = frozenset(
+    {
+        "accepted",
+        "rejected",
+        "stale",
+        "unanswered",
+        "accepted_difficulty",
+        "rejected_difficulty",
+        "best_share",
+        "nacks",
+        "pec_errors",
+        "timeouts",
+        "bus_errors",
+        "pending",  # the spool's backlog
+    }
+)
+COUNTER_MAPS = frozenset({"reject_reasons"})  # reason -> count: each count is a counter
+COUNTERS = Deadband(relative=0.10)
+TIMESTAMPS = Deadband(absolute=60.0)  # `*_at` (unix seconds): a minute is not news
 
 
 class PublishRefused(aiomqtt.MqttError):
@@ -560,11 +582,18 @@ class MqttPublisher:
 
 def changed(old: Any, new: Any, key: str = "") -> bool:
     """Whether `new` differs from the last published `old` by something worth sending now."""
-    if _is_number(old) and _is_number(new) and (isinstance(old, float) or isinstance(new, float)):
-        return _deadband(key).exceeded(float(old), float(new))
+    if _is_number(old) and _is_number(new):
+        if key in COUNTER_KEYS:
+            return COUNTERS.exceeded(float(old), float(new))
+        if key.endswith("_at"):
+            return TIMESTAMPS.exceeded(float(old), float(new))
+        if isinstance(old, float) or isinstance(new, float):
+            return _deadband(key).exceeded(float(old), float(new))
     if isinstance(old, dict) and isinstance(new, dict):
         if old.keys() != new.keys():
             return True
+        if key in COUNTER_MAPS:
+            return any(changed(old[k], new[k], "accepted") for k in new)
         return any(k not in PROSE_KEYS and changed(old[k], new[k], k) for k in new)
     if isinstance(old, list) and isinstance(new, list):
         return len(old) != len(new) or any(

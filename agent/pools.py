@@ -7,6 +7,12 @@ work moves back, so a flapping pool cannot bounce the miner. A pool that fails i
 retried after a delay doubling from `backoff_min_s` to `backoff_max_s`. When no pool has
 delivered work for `idle_after_s`, work is marked unavailable and the power governor
 idles the boards until one returns.
+
+A pool is judged by what it delivers, not by its socket (`pool_judge.py`): one that
+refuses our shares, accepts none for too long or loops on `client.reconnect` is given up
+like one whose connection failed, and its backoff keeps doubling however long its
+connections stayed up. Losing the active pool raises a `pool_failed` event (through the
+alarm gate) and leaves the reason in its status (`failover_reason`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from hashbay.agent.alarms import AlarmGate
+from hashbay.agent.events import Event, EventKind
 from hashbay.agent.miner_api_replies import PoolView
+from hashbay.agent.pool_judge import PoolJudge
 from hashbay.agent.pool_session import PoolSession
 from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.settings import REQUIRED, file_path, setting
@@ -32,6 +41,7 @@ from hashbay.agent.stratum_client import (
     PoolCounters,
     PoolError,
     PoolProtocolError,
+    PoolUnproductive,
     ReconnectRequested,
     StratumSession,
     StratumSettings,
@@ -133,6 +143,8 @@ class PoolStatus:
     difficulty: float | None
     version_mask: int
     counters: PoolCounters
+    failover_reason: str = ""  # why work last left this pool (kept after it comes back)
+    failover_at: float | None = None  # unix time of that
 
     def to_json(self) -> dict[str, Any]:
         c = self.counters
@@ -159,14 +171,20 @@ class PoolStatus:
             "protocol_errors": c.protocol_errors,
             "connects": c.connects,
             "failures": c.failures,
+            "failover_reason": self.failover_reason,
+            "failover_at": None if self.failover_at is None else round(self.failover_at),
         }
 
 
 class _Pool:
     """A configured pool's runtime record (owned by the manager's loop)."""
 
-    def __init__(self, index: int, settings: PoolSettings) -> None:
+    def __init__(self, index: int, settings: PoolSettings, judge: PoolJudge) -> None:
         self.index = index
+        self.judge = judge
+        self.failover_reason = ""
+        self.failover_at: float | None = None
+        self.lost = ""  # set when the active pool was just lost, for the event
         self.settings = settings
         self.endpoint = parse_url(settings.url)
         self.authority = authority_key(settings.url)  # Stratum V2 when set
@@ -199,6 +217,7 @@ class PoolManager:
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[], None] = lambda: None,
         hashrate: Callable[[], float] = lambda: 0.0,
+        alarms: AlarmGate | None = None,
     ) -> None:
         if not pools:
             raise ValueError("a pool manager needs at least one pool")
@@ -207,7 +226,8 @@ class PoolManager:
         self._clock = clock
         self._on_change = on_change
         self._hashrate = hashrate  # the rig's nominal H/s, for Stratum V2 channels
-        self._pools = [_Pool(i, p) for i, p in enumerate(pools)]
+        self._alarms = alarms
+        self._pools = [_Pool(i, p, PoolJudge(settings.judge)) for i, p in enumerate(pools)]
         self._active: _Pool | None = None
         self._lost_at = clock()
         self._changed = asyncio.Event()
@@ -237,6 +257,8 @@ class PoolManager:
                     difficulty=session.difficulty if live and session else None,
                     version_mask=session.version_mask if live and session else 0,
                     counters=replace(pool.counters, reasons=dict(pool.counters.reasons)),
+                    failover_reason=pool.failover_reason,
+                    failover_at=pool.failover_at,
                 )
             )
         return found
@@ -275,6 +297,8 @@ class PoolManager:
             pool.session = None
             if pool is self._active:
                 self._select()
+            if pool.lost:
+                self._tell_lost(pool)
             if delay_s is None:
                 continue
             pool.wait_s = delay_s
@@ -284,25 +308,26 @@ class PoolManager:
 
     async def _connection(self, pool: _Pool) -> float | None:
         """Run one connection; the delay before the next try, None if it was stopped."""
-        settings = self.settings
         endpoint = pool.endpoint
         if pool.redirect_port is not None:
             endpoint = Endpoint(endpoint.host, pool.redirect_port, endpoint.tls)
             pool.redirect_port = None
         stage = "connecting"
+        configure, pool.configure = pool.configure, True  # going without is a one-off
         try:
             open_session = StratumSession if pool.authority is None else self._sv2_session(pool)
             session = open_session(
                 endpoint,
                 user=pool.settings.user,
                 password=pool.settings.password,
-                settings=settings,
+                settings=self.settings,
                 counters=pool.counters,
                 on_ready=lambda s: self._ready(pool),
                 on_work=lambda s, clean: self._work(pool, s, clean),
                 ssl_context=self._ssl_context(pool) if endpoint.tls else None,
-                configure=pool.configure,
+                configure=configure,
                 name=f"{pool.index}",
+                judge=pool.judge,
             )
             pool.session = session
             try:
@@ -311,32 +336,51 @@ class PoolManager:
                 stage = session.stage
             return None
         except ReconnectRequested as exc:
-            request = exc.request
-            if request.host is not None and request.host != pool.endpoint.host:
-                pool.log.warning(
-                    "pool asked to reconnect elsewhere; staying with the configured host",
-                    host=request.host,
-                )
-            elif request.port is not None:
-                pool.redirect_port = request.port
-            pool.last_error = str(exc)
-            pool.alive_at = 0.0
-            pool.failing = request.wait_s > 0  # a pause is worth a failover; a bounce is not
-            pool.log.info("pool asked to reconnect", wait_s=request.wait_s)
-            # Never sooner than the backoff floor: a pool cannot make us reconnect in a loop.
-            return min(max(request.wait_s, settings.backoff_min_s), settings.backoff_max_s)
+            verdict = pool.judge.reconnect(self._clock())
+            if verdict is None:
+                return self._reconnect(pool, exc)
+            return self._failed(pool, f"given up: {verdict}", judged=True)
+        except PoolUnproductive as exc:
+            return self._failed(pool, f"given up: {exc}", judged=True)
         except PoolError as exc:
             why = str(exc)
             if stage == "configure" and not isinstance(exc, PoolProtocolError):
                 pool.configure = False  # some pools hang up on methods they do not know
-                why += " (retrying without mining.configure)"
+                why += " (retrying once without mining.configure)"
+            return self._failed(pool, why)
         except (OSError, ssl.SSLError) as exc:  # the CA file
-            why = f"TLS set-up failed: {exc}"
+            return self._failed(pool, f"TLS set-up failed: {exc}")
         except Exception as exc:  # a bug must not take the other pools down
             pool.log.exception("pool connection failed unexpectedly")
-            why = f"internal error: {exc!r}"
-        if pool.alive_at and self._clock() - pool.alive_at >= settings.failback_delay_s:
-            pool.delay_s = 0.0  # it was up long enough: start the backoff afresh
+            return self._failed(pool, f"internal error: {exc!r}")
+
+    def _reconnect(self, pool: _Pool, exc: ReconnectRequested) -> float:
+        """The pool asked us to come back (not in a loop): when to."""
+        settings, request = self.settings, exc.request
+        if request.host is not None and request.host != pool.endpoint.host:
+            pool.log.warning(
+                "pool asked to reconnect elsewhere; staying with the configured host",
+                host=request.host,
+            )
+        elif request.port is not None:
+            pool.redirect_port = request.port
+        pool.last_error = str(exc)
+        pool.alive_at = 0.0
+        pool.failing = request.wait_s > 0  # a pause is worth a failover; a bounce is not
+        pool.log.info("pool asked to reconnect", wait_s=request.wait_s)
+        # Never sooner than the backoff floor: a pool cannot make us reconnect fast.
+        return min(max(request.wait_s, settings.backoff_min_s), settings.backoff_max_s)
+
+    def _failed(self, pool: _Pool, why: str, *, judged: bool = False) -> float:
+        """A failed connection, or a pool judged useless: the delay before trying again.
+        The backoff starts afresh after a connection that stayed up long enough, unless
+        the pool was judged (it was up, but useless)."""
+        settings = self.settings
+        long_up = pool.alive_at and self._clock() - pool.alive_at >= settings.failback_delay_s
+        if long_up and not judged:
+            pool.delay_s = 0.0
+        if pool is self._active or judged:
+            pool.lost = why
         pool.alive_at = 0.0
         pool.failing = True
         pool.delay_s = min(settings.backoff_max_s, max(settings.backoff_min_s, pool.delay_s * 2))
@@ -344,6 +388,33 @@ class PoolManager:
         pool.last_error = why
         pool.log.warning("pool connection failed", error=why, retry_in_s=pool.delay_s)
         return pool.delay_s
+
+    def _tell_lost(self, pool: _Pool) -> None:
+        """Work left this pool (or it was judged useless): its status keeps the reason,
+        and an event says it, once per alarm interval per pool."""
+        why, pool.lost = pool.lost, ""
+        pool.failover_reason, pool.failover_at = why, time.time()
+        active = self._active
+        if active is not None:
+            after = f"mining on pool {active.index} ({active.settings.url})"
+        elif len(self._pools) > 1:
+            after = "failing over to the next pool that delivers"
+        else:
+            after = "no other pool to fail over to"
+        pool.log.warning("pool failed", reason=why, now=after)
+        if self._alarms is not None:
+            event = Event(
+                EventKind.POOL_FAILED,
+                None,
+                f"pool {pool.index} ({pool.settings.url}) failed: {why}; {after}",
+                details={
+                    "pool": pool.index,
+                    "url": pool.settings.url,
+                    "reason": why,
+                    "active_pool": None if active is None else active.index,
+                },
+            )
+            self._alarms.raise_event(f"pool {pool.index}", event, 1)
 
     def _ready(self, pool: _Pool) -> None:
         pool.alive_at = self._clock()

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from hashbay.drivers.errors import HardwareError
+from hashbay.drivers.errors import HardwareError, ProtocolError
 
 RAIL_TOLERANCE = 0.05
 DCDC_ANSWER_TRIES = 50
@@ -47,7 +47,7 @@ async def power_up(slot: PoweredSlot, volts: float, *, call: Call, timeout_s: fl
         try:
             written = await call(lambda: slot.rail_on(volts))
             break
-        except HardwareError:
+        except (HardwareError, ProtocolError):  # not on the bus yet, or a noisy read
             await asyncio.sleep(POLL_S)
     if written is None:
         raise PowerUpFailed("DC-DC converter did not answer after power-up")
@@ -62,14 +62,14 @@ async def power_up(slot: PoweredSlot, volts: float, *, call: Call, timeout_s: fl
 
 async def until(check: Callable[[], bool], *, call: Call, timeout_s: float) -> bool:
     """Ask `check` on the hardware thread until it holds or `timeout_s` has passed; a
-    device that does not answer yet counts as not yet."""
+    device that does not answer yet, or a read garbled on a noisy bus, counts as not yet."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         try:
             if await call(check):
                 return True
-        except HardwareError:
+        except (HardwareError, ProtocolError):
             pass
         if loop.time() >= deadline:
             return False

@@ -15,6 +15,12 @@ below `throttle_c - hysteresis_c`; in between it holds. A warning clears only be
 `warn_c - hysteresis_c`. A noisy reading at a threshold therefore cannot make the clock
 chatter.
 
+A sensor that fails its reads is bus noise until it has failed `sensor_unreadable_reads`
+reads in a row for `sensor_unreadable_s`; then it is reported in `Verdict.unreadable` (its
+own alarm, never an overheat warning: a board whose sensors do not read this time keeps
+its tier), and after `sensor_lost_s` the board is cut. Counting reads as well as time
+means neither a noisy bus nor a loop that stalled between two reads fakes a lost sensor.
+
 A stalled fan caps the clock at `stall_scale` at once (the other fans go to full speed,
 fan_control.py), and lifts it when the fan turns again.
 
@@ -112,10 +118,26 @@ class ProtectionSettings:
         min=0.1,
         max=1,
     )
+    sensor_unreadable_reads: int = setting(
+        10,
+        "A temperature sensor counts as unreadable only after this many failed reads in a "
+        "row (and sensor_unreadable_s): on a noisy bus single reads fail, and a loop that "
+        "stalled between two reads has not watched the sensor fail for that long.",
+        min=1,
+        max=10000,
+    )
+    sensor_unreadable_s: float = setting(
+        0.5,
+        "A sensor failing its reads this long (and sensor_unreadable_reads times) is "
+        "unreadable: a `sensor_unreadable` event, never an overheat warning.",
+        unit="s",
+        min=0,
+        max=600,
+    )
     sensor_lost_s: float = setting(
         5.0,
-        "A temperature sensor unreadable for this long makes the board unwatchable: its "
-        "power is cut (a single failed read is bus noise).",
+        "A temperature sensor unreadable for this long (and at least "
+        "sensor_unreadable_reads reads) makes the board unwatchable: its power is cut.",
         unit="s",
         min=0,
         max=600,
@@ -189,12 +211,20 @@ class Verdict:
     reason: str
     changed: bool  # tier or freq_scale differ from the previous verdict
     hottest_c: float | None = None
+    unreadable: tuple[int, ...] = ()  # sensors past the unreadable debounce (their own alarm)
 
 
 class _Sensor:
     """One sensor's recent story: when it last read, when its value last moved."""
 
-    __slots__ = ("moved_s", "power_ref_w", "since_s", "unreadable_since_s", "value_c")
+    __slots__ = (
+        "failed_reads",
+        "moved_s",
+        "power_ref_w",
+        "since_s",
+        "unreadable_since_s",
+        "value_c",
+    )
 
     def __init__(self, now_s: float) -> None:
         self.value_c: float | None = None
@@ -202,6 +232,7 @@ class _Sensor:
         self.power_ref_w: float | None = None
         self.moved_s: float | None = None  # when power moved while the value did not
         self.unreadable_since_s: float | None = now_s
+        self.failed_reads = 0  # in a row, since the last good one
 
     def see(
         self, reading_c: float | None, now_s: float, power_w: float | None, change_w: float
@@ -209,8 +240,10 @@ class _Sensor:
         if reading_c is None:
             if self.unreadable_since_s is None:
                 self.unreadable_since_s = now_s
+            self.failed_reads += 1
             return
         self.unreadable_since_s = None
+        self.failed_reads = 0
         if reading_c != self.value_c:
             self.value_c, self.since_s = reading_c, now_s
             self.power_ref_w, self.moved_s = power_w, None
@@ -239,6 +272,7 @@ class BoardGuard:
         self._warned = False
         self._latched: Verdict | None = None
         self._last: tuple[Tier, float] | None = None
+        self._unreadable: tuple[int, ...] = ()
 
     @property
     def freq_scale(self) -> float:
@@ -263,7 +297,8 @@ class BoardGuard:
         s = self.settings
         if self._started_s is None:
             self._started_s = now_s
-        hottest_c, fault = self._watch_sensors(now_s, temps_c, power_w)
+        hottest_c, fault, unreadable = self._watch_sensors(now_s, temps_c, power_w)
+        self._unreadable = unreadable
         if fault:
             return self._latch(Tier.SENSOR_FAULT, fault, hottest_c)
         if hottest_c is not None and hottest_c >= s.cutoff_c:
@@ -281,38 +316,49 @@ class BoardGuard:
 
     def _watch_sensors(
         self, now_s: float, temps_c: Sequence[float | None], power_w: float | None
-    ) -> tuple[float | None, str]:
-        """The hottest usable reading, and why the sensors can no longer be trusted (or "")."""
+    ) -> tuple[float | None, str, tuple[int, ...]]:
+        """The hottest usable reading, why the sensors can no longer be trusted (or ""),
+        and which sensors are past the unreadable debounce."""
         s = self.settings
         while len(self._sensors) < len(temps_c):
             self._sensors.append(_Sensor(now_s))
         hottest_c: float | None = None
+        unreadable: list[int] = []
         for index, (sensor, raw) in enumerate(zip(self._sensors, temps_c, strict=False)):
             # A value that is not a temperature is as good as unreadable.
             reading = raw if raw is not None and math.isfinite(raw) else None
             sensor.see(reading, now_s, power_w, s.stuck_power_change_w)
             lost_since = sensor.unreadable_since_s
             if lost_since is not None:
-                if now_s - lost_since >= s.sensor_lost_s:
-                    return hottest_c, (
-                        f"temperature sensor {index} unreadable for {_duration(now_s - lost_since)}"
-                        ": the board cannot be watched, power cut"
+                lost_s = now_s - lost_since
+                if sensor.failed_reads < s.sensor_unreadable_reads:
+                    continue  # bus noise until it repeats
+                if lost_s >= s.sensor_lost_s:
+                    return (
+                        hottest_c,
+                        f"temperature sensor {index} unreadable for {_duration(lost_s)}"
+                        ": the board cannot be watched, power cut",
+                        (*unreadable, index),
                     )
+                if lost_s >= s.sensor_unreadable_s:
+                    unreadable.append(index)
                 continue
             moved_s = sensor.moved_s
             if moved_s is not None and now_s - moved_s >= s.sensor_stuck_s:
-                return hottest_c, (
+                return (
+                    hottest_c,
                     f"temperature sensor {index} stuck at {sensor.value_c:.2f} °C for "
                     f"{_duration(now_s - sensor.since_s)} while the board's power moved: "
-                    "power cut"
+                    "power cut",
+                    tuple(unreadable),
                 )
             if reading is not None and (hottest_c is None or reading > hottest_c):
                 hottest_c = reading
         if not temps_c:
             started = self._started_s if self._started_s is not None else now_s
             if now_s - started >= s.sensor_lost_s:
-                return None, "no temperature sensor reported: the board cannot be watched"
-        return hottest_c, ""
+                return None, "no temperature sensor reported: the board cannot be watched", ()
+        return hottest_c, "", tuple(unreadable)
 
     def _step_throttle(self, now_s: float, hottest_c: float) -> None:
         s = self.settings
@@ -347,8 +393,13 @@ class BoardGuard:
             )
             return self._verdict(Tier.THROTTLE, scale, f"{why}: clock at {scale:.0%}", hottest_c)
         if hottest_c is None:
+            # Nothing read this time: not a temperature, so no tier changes on it (an
+            # unreadable sensor is its own alarm, and a cut once it lasts).
             return self._verdict(
-                Tier.WARN, scale, "temperature unreadable: cut if it stays so", hottest_c
+                Tier.WARN if self._warned else Tier.OK,
+                scale,
+                "no sensor read this time: tier held",
+                hottest_c,
             )
         if self._warned:
             return self._verdict(
@@ -365,7 +416,7 @@ class BoardGuard:
         now = (tier, scale)
         changed = now != self._last
         self._last = now
-        return Verdict(tier, scale, reason, changed, hottest_c)
+        return Verdict(tier, scale, reason, changed, hottest_c, self._unreadable)
 
 
 class RestartPolicy:

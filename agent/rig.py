@@ -81,6 +81,7 @@ class Rig:
                 debounce_s=config.hardware.presence_debounce_s,
                 clock=buses.clock,
                 on_presence_edge=self._edge_callback(i),
+                bus_errors=buses.i2c.errors,
             )
             for i, s in enumerate(config.slot)
         ]

@@ -9,6 +9,7 @@ one fails, because it is the path out of trouble.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from hashbay.agent.config import SlotSection
 from hashbay.drivers.eeprom import BoardIdentity, Eeprom24C02
 from hashbay.drivers.envelope import SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, ProtocolError
-from hashbay.drivers.i2c import I2CBus
+from hashbay.drivers.i2c import BusErrors, DeviceCounts, I2CBus
 from hashbay.drivers.lm75 import TemperatureSensor
 from hashbay.drivers.pmbus import DcDc, DcDcTelemetry, HotSwap, HotSwapTelemetry
 from hashbay.drivers.slot_pins import SlotPins
@@ -50,8 +51,10 @@ class SlotHardware:
         debounce_s: float,
         clock: Callable[[], float],
         on_presence_edge: Callable[[], None] | None = None,
+        bus_errors: BusErrors | None = None,
     ) -> None:
         self.index = index
+        self._bus_errors = bus_errors or BusErrors()
         self.uart = config.uart
         self.pins = SlotPins(
             config.presence_pin,
@@ -72,11 +75,29 @@ class SlotHardware:
             for n, address in enumerate(config.temp_addresses)
         ]
         self._configured_sensors: set[int] = set()
+        self._devices = [
+            ("EEPROM", config.eeprom_address),
+            *((f"sensor {n}", a) for n, a in enumerate(config.temp_addresses)),
+            ("DC-DC", config.dcdc_address),
+            ("hot-swap", config.hotswap_address),
+        ]
+
+    def bus_devices(self) -> list[tuple[str, int, DeviceCounts]]:
+        """Each device of the slot with its transaction counts (no bus traffic)."""
+        return [(name, a, self._bus_errors.counts(a)) for name, a in self._devices]
 
     # -- identity and power ------------------------------------------------------------
 
     def read_identity(self) -> BoardIdentity:
         return self.eeprom.read_identity()
+
+    def clear_latched_faults(self) -> None:
+        """CLEAR_FAULTS to the slot's hot-swap controller: its datasheet latches an
+        over-current (and keeps the FET off) until the host clears it. Done before each
+        power-up, so a latch from an earlier trip never keeps a module dead; a fault still
+        present sets again at once and is caught as before. (The module's DC-DC is off
+        the bus until powered; `rail_on` clears it.)"""
+        self.hotswap.clear_faults()
 
     def hotswap_on(self) -> None:
         """Enable line first (the backplane's hard switch), then OPERATION on."""
@@ -88,7 +109,9 @@ class SlotHardware:
         return self.hotswap.power_good()
 
     def rail_on(self, volts: float) -> float:
-        """Program the module's rail and switch it on; the DC-DC answers once powered."""
+        """Program the module's rail and switch it on; the DC-DC answers once powered (and
+        any fault it latched before is cleared first)."""
+        self.dcdc.clear_faults()
         written = self.dcdc.set_vout(volts)
         self.dcdc.on()
         return written
@@ -133,8 +156,9 @@ class SlotHardware:
                     sensor.configure()
                     self._configured_sensors.add(n)
                 temps.append(sensor.read_c())
-            except (HardwareError, ProtocolError):
-                self._configured_sensors.discard(n)
+            except (HardwareError, ProtocolError) as exc:
+                if _not_acknowledged(exc):  # it may have lost power: configure it again
+                    self._configured_sensors.discard(n)
                 temps.append(None)
         return tuple(temps)
 
@@ -161,3 +185,10 @@ class SlotHardware:
 
     def close(self) -> None:
         self.pins.close()
+
+
+def _not_acknowledged(exc: Exception) -> bool:
+    """A device that did not answer at all (absent, unpowered), rather than a garbled
+    transaction on a noisy bus."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.EREMOTEIO, errno.ENXIO)

@@ -18,15 +18,19 @@ from typing import Any, Protocol
 
 import structlog
 
+from hashbay.agent.alarms import AlarmGate, AlarmSettings
 from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
+from hashbay.agent.bus_health import BusNoise, describe
 from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
 from hashbay.agent.power_sequence import PowerUpFailed, power_up
 from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
+from hashbay.agent.slot_alarms import SlotAlarms
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.agent.status import (
+    BusDevice,
     ChipSample,
     Health,
     HealthLevel,
@@ -36,7 +40,7 @@ from hashbay.agent.status import (
     SlotStatus,
 )
 from hashbay.agent.sweep import SensorSweep
-from hashbay.agent.tune_store import StoredProfile, TuneStore
+from hashbay.agent.tune_store import Loaded, TuneStore
 from hashbay.agent.tuning import ChainTuneTarget
 from hashbay.agent.work import WorkSource
 from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
@@ -44,7 +48,7 @@ from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.bm13xx.registers import SMALL_CORES
 from hashbay.drivers.eeprom import BoardIdentity, IdentityError
 from hashbay.drivers.envelope import BoardLimits, SafetyEnvelope
-from hashbay.drivers.errors import HardwareError, HashbayError, SafetyViolation
+from hashbay.drivers.errors import HardwareError, HashbayError, ProtocolError, SafetyViolation
 
 log = structlog.get_logger("hashbay.slots")
 
@@ -101,8 +105,8 @@ class Tuning:
     settings: TuneSettings
     store: TuneStore
 
-    def stored(self, identity: BoardIdentity, limits: BoardLimits) -> StoredProfile | None:
-        return self.store.load(
+    def stored(self, identity: BoardIdentity, limits: BoardLimits) -> Loaded:
+        return self.store.read(
             identity.serial,
             chip_count=identity.chip_count,
             limits=limits,
@@ -175,6 +179,7 @@ class Services:
     call: Callable[[Callable[[], Any]], Any]  # run blocking bus I/O on the hardware thread
     envelope: SafetyEnvelope
     events: EventBus
+    alarms: AlarmGate  # debounces what flaps: temperature tiers, sensors, bus noise
     work: WorkSource
     budget: PowerBudget
     clock: Callable[[], float]
@@ -185,6 +190,7 @@ class Services:
     director: Director = field(default_factory=RunFreely)
     protection: ProtectionSettings | None = None  # None: no guard (unit tests)
     sweep: SensorSweep | None = None  # reads every guarded board's sensors each period
+    alarm_settings: AlarmSettings = field(default_factory=AlarmSettings)  # bus noise
     tuning: Tuning | None = None  # None: no autotuning (unit tests)
 
 
@@ -221,10 +227,20 @@ class SlotController:
         self._tune_wanted = False
         self._reset_requested = asyncio.Event()
         self._tier = Tier.OK
+        self._unreadable: tuple[int, ...] = ()  # sensors protection reports unreadable
         self._protection: BoardGuard | None = None
         self._restart_policy: RestartPolicy | None = None
         self._fault_reason = ""
         self._fault_retry = True
+        self._bus_noise = BusNoise(services.alarm_settings)
+        self._bus: tuple[BusDevice, ...] = ()
+        self._alarms = SlotAlarms(
+            self.index,
+            services.alarms,
+            hw.pins,
+            lambda: self.status.serial,
+            services.alarm_settings.bus_window_s,
+        )
         self._log = log.bind(slot=self.index)
         self.transitions: list[tuple[SlotState, SlotState, str]] = []
 
@@ -290,7 +306,10 @@ class SlotController:
         watcher = asyncio.create_task(self._watch_presence(), name=f"slot{self.index}-presence")
         try:
             while True:
-                await self._run_state()
+                try:
+                    await self._run_state()
+                except Exception as exc:  # a handler, an interrupt or a transition failed
+                    await self._failed(exc)  # if even this fails, the supervisor restarts us
         finally:
             watcher.cancel()
             await self._shut_down()
@@ -309,16 +328,28 @@ class SlotController:
         if handler in done:
             interrupted.cancel()
             exc = handler.exception()
-            if isinstance(exc, HashbayError):
-                await self._fault(f"{self.state}: {exc}")
-            elif exc is not None:
-                self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
-                await self._fault(f"internal error while {self.state}: {exc!r}")
+            if exc is not None:
+                raise exc
             return
         handler.cancel()
         with contextlib.suppress(asyncio.CancelledError, HashbayError):
             await handler
         await self._take_interrupts()
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Whatever went wrong in this slot's work ends with the module off and a `fault`
+        event; a failure while already faulted waits for a technician (no crash loop)."""
+        self.hw.safe()  # first, and without the bus: the bus may be what failed
+        if isinstance(exc, HashbayError):
+            why = f"{self.state}: {exc}"
+        else:
+            self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
+            why = f"internal error while {self.state}: {exc!r}"
+        if not allowed(self.state, Trigger.FAULT):  # nothing is powered in this state
+            self._alarms.internal(why)
+            await asyncio.sleep(PRESENCE_RECHECK_S)
+            return
+        await self._fault(why, retry=self.state is not SlotState.FAULT)
 
     async def _take_interrupts(self) -> None:
         self._interrupt.clear()
@@ -328,7 +359,9 @@ class SlotController:
         for trigger, future in pending:
             if trigger is Trigger.PULLED or future.done():
                 continue
-            if trigger is Trigger.FAULT and not allowed(self.state, trigger):
+            if trigger is Trigger.FAULT and (
+                self.state is SlotState.FAULT or not allowed(self.state, trigger)
+            ):
                 future.set_result(self.state)  # a cut that raced a pull or a fault: done
                 continue
             if not allowed(self.state, trigger):
@@ -415,6 +448,12 @@ class SlotController:
         self._event(EventKind.INSERTED, f"module inserted in slot {self.index}")
 
     async def _in_inserted(self) -> None:
+        """Every way up (a new or re-seated module, a restart, a technician's reset) starts
+        here, so latched power faults are cleared here, before anything is powered."""
+        try:
+            await self._svc.call(self.hw.clear_latched_faults)
+        except (HardwareError, ProtocolError) as exc:  # it may be what failed; powering tells
+            self._log.warning("latched faults not cleared", error=str(exc))
         self._go(Trigger.IDENTIFY, "reading the module's identity EEPROM")
 
     async def _in_identifying(self) -> None:
@@ -438,9 +477,19 @@ class SlotController:
             await self._untrusted(str(exc))
             return
         self.identity = identity
+        self._log = log.bind(slot=self.index, serial=identity.serial)
         limits = self._svc.envelope.board(self.index)
         tuning = self._svc.tuning
-        stored = tuning.stored(identity, limits) if tuning is not None else None
+        loaded = tuning.stored(identity, limits) if tuning is not None else Loaded(None)
+        if loaded.problem:
+            self._event(
+                EventKind.STATE_DROPPED,
+                f"slot {self.index}: stored tuning profile left out, running untuned: "
+                f"{loaded.problem}",
+                file="tune profile",
+                reason=loaded.problem,
+            )
+        stored = loaded.stored
         self.planner = PointPlanner(
             limits,
             chip_count=identity.chip_count,
@@ -509,7 +558,7 @@ class SlotController:
             try:
                 if await self._svc.call(check):
                     return True
-            except HardwareError:
+            except (HardwareError, ProtocolError):  # a failed read: ask again
                 pass
             if self._loop_time() >= deadline:
                 return False
@@ -783,6 +832,8 @@ class SlotController:
         expected = sum(chain.freq_mhz) * 1e6 * _small_cores(chain)
         dcdc = rails.dcdc
         now, since = self._svc.clock(), self._hashing_since_s
+        self._bus = self._bus_noise.update(self._svc.clock(), self.hw.bus_devices())
+        window_s = self._svc.alarm_settings.bus_window_s
         return ModuleSample(
             at_s=now,
             chips=chips,
@@ -795,11 +846,16 @@ class SlotController:
             fans_stalled=self._svc.fans_stalled(),
             missing_chips=missing,
             hashing_for_s=None if since is None else max(0.0, now - since),
+            bus_noise=tuple(describe(d, window_s) for d in self._bus if d.noisy),
         )
 
     async def _assess(self, sample: ModuleSample) -> bool:
         """Update prediction and health; True when the state changed."""
         assert self._health is not None and self._predictor is not None
+        before = self.status.bus
+        # Status lists the devices that failed a transaction: a healthy bus says nothing.
+        self._set_status(bus=tuple(d for d in self._bus if d.failed or d.noisy))
+        self._alarms.bus(before, self._bus)
         power = sample.board_v * sample.board_a if sample.board_v and sample.board_a else None
         if self._tuning_task is not None:
             # Tuning makes chips err on purpose: show the figures, judge nothing, and keep
@@ -841,7 +897,7 @@ class SlotController:
             return True
         if health.level is HealthLevel.OK and self.state is SlotState.DEGRADED:
             self._go(Trigger.HEALTHY, f"health {health.score:.0f}: recovered")
-            self._event(EventKind.RECOVERED, "module healthy again", score=round(health.score))
+            self._alarms.healthy(health.score)
             return True
         await self._keep_prediction(self._svc.predictions.due)
         return False
@@ -867,7 +923,8 @@ class SlotController:
         while True:
             temps = await self._svc.call(self.hw.read_temps)
             now = self._svc.clock()
-            if policy.may_restart(now) and policy.cooled(temps):
+            # A technician's reset restarts the board once cool, whatever the limit says.
+            if (self._reset_requested.is_set() or policy.may_restart(now)) and policy.cooled(temps):
                 break
             if policy.exhausted:
                 why = f"{self._fault_reason}; {policy.reason}"
@@ -877,6 +934,7 @@ class SlotController:
                 await self._reset_requested.wait()  # a technician's reset_slot
                 continue
             await asyncio.sleep(1.0)
+        self._reset_requested.clear()
         policy.record_restart(now)
         count, limit = policy.restarts, policy.settings.max_restarts
         self._event(
@@ -920,6 +978,7 @@ class SlotController:
             self._restart_policy = RestartPolicy(settings)
         self._protection.reset()
         self._tier = Tier.OK
+        self._unreadable = ()
         self._guarded = True
         sweep.watch(self.index, self.hw, self._on_reading)
 
@@ -940,8 +999,14 @@ class SlotController:
             )
             if verdict.tier.cuts_power:
                 self._cut(verdict.reason)
-            elif verdict.changed:
+                return
+            if verdict.changed:
                 self._throttled(verdict)
+            if verdict.unreadable != self._unreadable:
+                before, self._unreadable = self._unreadable, verdict.unreadable
+                self._alarms.sensors(
+                    before, verdict.unreadable, self._protection.settings.sensor_lost_s
+                )
         except Exception as exc:  # unwatched means unpowered
             self._log.exception("protection failed")
             self._cut(f"protection failed: {exc!r}")
@@ -964,16 +1029,7 @@ class SlotController:
             return  # a fresh guard's first word: nothing happened
         reason = "" if verdict.tier is Tier.OK else verdict.reason
         self._set_status(throttle=verdict.freq_scale, throttle_reason=reason)
-        kind = {Tier.OK: EventKind.RECOVERED, Tier.WARN: EventKind.OVERHEAT}.get(
-            verdict.tier, EventKind.THROTTLED
-        )
-        self._event(
-            kind,
-            f"slot {self.index}: {verdict.reason}",
-            scale=verdict.freq_scale,
-            tier=verdict.tier.value,
-            hottest_c=verdict.hottest_c,
-        )
+        self._alarms.temperature(verdict)
 
     async def _fault(self, why: str, *, retry: bool = True) -> None:
         self._fault_reason, self._fault_retry = why, retry
@@ -996,7 +1052,16 @@ class SlotController:
             self._log.warning("power-off step failed", problem=problem)
         self._svc.budget.release(self.index)
         self.point = None
-        self._set_status(freq_mhz=None, power_w=None, board_target_v=None, point="", budget_w=None)
+        self._tier = Tier.OK  # an unpowered board is not throttled: no reason may outlive it
+        self._set_status(
+            freq_mhz=None,
+            power_w=None,
+            board_target_v=None,
+            point="",
+            budget_w=None,
+            throttle=1.0,
+            throttle_reason="",
+        )
         await self._keep_prediction(self._svc.predictions.snapshot)
 
     async def _keep_prediction(self, state_of: Callable[[str], object | None]) -> None:

@@ -10,7 +10,10 @@ file.
 The spool is bounded: past `max_events` the oldest undelivered events are dropped and the
 drop is counted durably, so a long broker outage costs old events, never the agent.
 A spool file that cannot be read (corrupt, not a database, an unknown schema) is moved
-aside with a log line and an empty one is started. If the state directory cannot be
+aside with a log line and an empty one is started; a single damaged entry (not a JSON
+object, not UTF-8) or damaged counters are dropped or repaired the same way, so one bad
+row never stops delivery. Each of these is also told to `report_to`'s callback, which
+raises a `state_dropped` event. If the state directory cannot be
 written at all (read-only, full), the spool carries on in memory and says so: events are
 still delivered, they just do not survive a restart.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -57,6 +61,7 @@ _ENVIRONMENT_ERRORS = frozenset(
     }
 )
 _DROP_LOG_INTERVAL_S = 60.0
+_STREAM = re.compile(r"[0-9a-f]{8}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
@@ -84,8 +89,24 @@ class EventSpool:
         self._listeners: list[Callable[[], None]] = []
         self._last_drop_log = -_DROP_LOG_INTERVAL_S
         self._drops_unlogged = 0
+        self._problems: list[str] = []
+        self._report: Callable[[str], None] | None = None
         self._db, self._durable = self._open_or_fall_back()
         self._load()
+
+    def report_to(self, callback: Callable[[str], None]) -> None:
+        """Tell `callback` (in words) about damage found, from now on and what was found
+        before (opening the file happens before anyone can hear of it)."""
+        self._report = callback
+        found, self._problems = self._problems, []
+        for problem in found:
+            callback(problem)
+
+    def _problem(self, text: str) -> None:
+        if self._report is None:
+            self._problems.append(text)
+        else:
+            self._report(text)
 
     # -- the EventSink side -------------------------------------------------------------
 
@@ -115,7 +136,33 @@ class EventSpool:
         except sqlite3.Error as exc:
             self._recover(exc)
             return []
-        return [SpooledEvent(seq, json.loads(body)) for seq, body in rows]
+        good: list[SpooledEvent] = []
+        damaged: list[int] = []
+        for seq, body in rows:
+            event = _decoded(body)
+            if event is None:
+                damaged.append(seq)
+            else:
+                good.append(SpooledEvent(seq, event))
+        if damaged:
+            self._drop_damaged(damaged)
+        return good
+
+    def _drop_damaged(self, seqs: list[int]) -> None:
+        try:
+            with self._transaction():
+                self._db.executemany("DELETE FROM events WHERE seq = ?", [(q,) for q in seqs])
+        except sqlite3.Error as exc:
+            self._recover(exc)
+            return
+        self._count -= len(seqs)
+        log.error(
+            "damaged events in the spool dropped",
+            seqs=seqs[:10],
+            count=len(seqs),
+            path=str(self.path),
+        )
+        self._problem(f"{self.path}: {len(seqs)} damaged event(s) dropped (seq {seqs[0]})")
 
     def acknowledge(self, seq: int) -> None:
         """Everything up to and including `seq` has been delivered; forget it."""
@@ -212,8 +259,16 @@ class EventSpool:
     def _load(self) -> None:
         """Read the counters kept in the file; trim it if the bound was lowered."""
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        self._stream = str(meta["stream"])
-        self._dropped = int(meta["dropped"])
+        stream, dropped = meta.get("stream"), meta.get("dropped")
+        if not isinstance(stream, str) or not _STREAM.fullmatch(stream):
+            # Sequence numbers can no longer be tied to a stream: consumers get a new one.
+            stream = secrets.token_hex(4)
+            self._repair("stream", stream, f"stream id {str(stream)[:20]!r} damaged; new stream")
+        if type(dropped) is not int or dropped < 0:
+            self._repair("dropped", 0, f"dropped count {str(dropped)[:20]!r} damaged; reset to 0")
+            dropped = 0
+        self._stream = stream
+        self._dropped = dropped
         self._count = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
         excess = self._count - self.max_events
         if excess > 0:
@@ -222,6 +277,12 @@ class EventSpool:
             self._count -= excess
             self._dropped += excess
             self._log_drop(excess)
+
+    def _repair(self, key: str, value: object, what: str) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        log.error("event spool counters repaired", what=what, path=str(self.path))
+        self._problem(f"{self.path}: {what}")
 
     def _open_or_fall_back(self) -> tuple[sqlite3.Connection, bool]:
         try:
@@ -273,6 +334,7 @@ class EventSpool:
             moved_to=str(moved),
             error=str(exc),
         )
+        self._problem(f"{self.path}: unreadable ({exc}); moved to {moved.name}, events in it lost")
 
     def _fall_back_to_memory(self, exc: BaseException) -> sqlite3.Connection:
         log.error(
@@ -284,8 +346,22 @@ class EventSpool:
         return _open(MEMORY)
 
 
+def _decoded(body: object) -> dict[str, Any] | None:
+    """A stored event, or None when the row is damaged."""
+    if not isinstance(body, str):
+        return None
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def _open(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)
+    # A damaged row may not be UTF-8: read it as text with replacement characters, so it
+    # is found damaged and dropped instead of stopping every read of the table.
+    db.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
     try:
         if path != MEMORY:
             db.execute("PRAGMA journal_mode=WAL")

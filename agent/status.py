@@ -52,6 +52,7 @@ class ModuleSample:
     fans_stalled: int
     missing_chips: tuple[int, ...] = ()  # chips that did not answer the last poll
     hashing_for_s: float | None = None  # since the chain last started hashing; None: always
+    bus_noise: tuple[str, ...] = ()  # the module's noisy bus devices, in words
 
 
 class HealthLevel(enum.StrEnum):
@@ -102,6 +103,25 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class BusDevice:
+    """One I2C device of a slot: its failed transactions by kind since the agent started,
+    and the share that failed over the judging window (`alarms.bus_window_s`)."""
+
+    device: str  # "DC-DC", "hot-swap", "EEPROM", "sensor 0"
+    address: int
+    nacks: int
+    pec_errors: int
+    timeouts: int
+    bus_errors: int
+    error_share: float  # 0 until the window holds enough transactions
+    noisy: bool
+
+    @property
+    def failed(self) -> int:
+        return self.nacks + self.pec_errors + self.timeouts + self.bus_errors
+
+
+@dataclass(frozen=True)
 class SlotStatus:
     slot: int
     state: SlotState
@@ -123,6 +143,7 @@ class SlotStatus:
     throttle_reason: str = ""
     restarts: int = 0  # automatic restarts after faults, in the current window
     tuning: str = ""  # autotuning progress, or the tuned profile in words
+    bus: tuple[BusDevice, ...] = ()  # the slot's I2C devices (while its module hashes)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,6 +27,7 @@ import structlog
 
 from hashbay import __version__
 from hashbay.agent import stratum_protocol as sp
+from hashbay.agent.pool_judge import UNANSWERED, JudgeSettings, PoolJudge
 from hashbay.agent.pool_work import Share, Template
 from hashbay.agent.settings import setting
 from hashbay.drivers.errors import HashbayError
@@ -102,6 +103,47 @@ class StratumSettings:
         "Ask pools for version rolling (BIP 310 `mining.configure`); chips then roll the "
         "version bits the pool grants.",
     )
+    reject_failover_share: float = setting(
+        0.9,
+        "A pool that refused (rejected or left unanswered) at least this share of the last "
+        "reject_window_shares shares is given up: failover, as for a lost connection.",
+        min=0.01,
+        max=1,
+    )
+    reject_window_shares: int = setting(
+        50,
+        "How many recent share verdicts reject_failover_share is judged on.",
+        min=1,
+        max=100_000,
+    )
+    accept_timeout_s: float = setting(
+        600.0,
+        "A pool that accepted none of the shares sent to it for this long is given up "
+        "(a miner that finds no share is not judged: that is its luck, not the pool's).",
+        unit="s",
+        min=1,
+        max=86400,
+    )
+    reconnect_limit: int = setting(
+        3,
+        "A pool that sends `client.reconnect` this many times within reconnect_window_s "
+        "is looping: it is given up like a failed one (its retries back off).",
+        min=1,
+        max=1000,
+    )
+    reconnect_window_s: float = setting(
+        300.0, "Window of reconnect_limit.", unit="s", min=1, max=86400
+    )
+
+    @property
+    def judge(self) -> JudgeSettings:
+        return JudgeSettings(
+            reject_share=self.reject_failover_share,
+            reject_window=self.reject_window_shares,
+            accept_timeout_s=self.accept_timeout_s,
+            reconnect_limit=self.reconnect_limit,
+            reconnect_window_s=self.reconnect_window_s,
+        )
 
 
 class PoolError(HashbayError):
@@ -110,6 +152,11 @@ class PoolError(HashbayError):
 
 class PoolProtocolError(PoolError):
     """The pool sent something that is not Stratum V1 (counted as a protocol error)."""
+
+
+class PoolUnproductive(PoolError):
+    """The pool is connected but not delivering: it refuses our shares (the message says
+    how), so it is given up like a failed one."""
 
 
 class ReconnectRequested(PoolError):
@@ -139,7 +186,9 @@ class PoolCounters:
 
     accepted: int = 0
     rejected: int = 0
-    stale: int = 0  # found for work the pool had already replaced; never sent
+    # Shares for work the pool had already replaced (a new block): never sent, or sent
+    # before the news arrived and refused for it. Not the pool's fault, nor ours.
+    stale: int = 0
     unanswered: int = 0
     accepted_difficulty: float = 0.0
     rejected_difficulty: float = 0.0
@@ -164,6 +213,7 @@ class PoolCounters:
 class _Sent:
     share: Share
     at: float
+    generation: int  # how many clean jobs the session had seen when it was sent
 
 
 class StratumSession:
@@ -182,6 +232,7 @@ class StratumSession:
         ssl_context: ssl.SSLContext | None = None,
         configure: bool = True,
         name: str = "",
+        judge: PoolJudge | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._user = user
@@ -203,6 +254,8 @@ class StratumSession:
         self._next_extranonce: sp.Subscription | None = None
         self._work_event = asyncio.Event()
         self._accepted_once = False
+        self._judge = judge or PoolJudge(settings.judge)
+        self._generation = 0  # clean jobs seen: work from before one is stale
         self.stage = "connecting"  # connecting, configure, subscribe, authorize, ready
         self.ready = False
         self.version_mask = 0
@@ -233,8 +286,10 @@ class StratumSession:
             nonce=share.nonce,
             version_bits=share.version_bits,
         )
-        self._sent[message_id] = _Sent(share, time.monotonic())
+        now = time.monotonic()
+        self._sent[message_id] = _Sent(share, now, self._generation)
         writer.write(sp.request(message_id, "mining.submit", params))
+        self._judge.sent(now)
         return True
 
     def stale(self) -> None:
@@ -273,15 +328,16 @@ class StratumSession:
         try:
             if self._stopping:
                 return
-            done, _ = await asyncio.wait({reading, handshake}, return_when=asyncio.FIRST_COMPLETED)
-            if handshake in done:
-                handshake.result()
-                await reading
-            else:
-                reading.result()
-        except PoolError:
+            waiting = {reading, handshake, expiring}
+            while waiting:  # until one of them fails (only the handshake ends well)
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        except PoolError as exc:
             if self._stopping:
                 return
+            if isinstance(exc, PoolProtocolError):  # the handshake's replies too
+                self.counters.protocol_errors += 1
             raise
         finally:
             self.ready = False
@@ -360,8 +416,6 @@ class StratumSession:
                 if line.strip():
                     self._handle(_checked(sp.decode_line, line))
         except PoolError as exc:
-            if isinstance(exc, PoolProtocolError) and not self._stopping:
-                self.counters.protocol_errors += 1
             self._fail_pending(exc)
             raise
 
@@ -391,6 +445,8 @@ class StratumSession:
             notify = _checked(sp.parse_notify, params)
             if self._next_extranonce is not None:
                 self._extranonce, self._next_extranonce = self._next_extranonce, None
+            if notify.clean:
+                self._generation += 1
             self._notify = notify
             self._work_event.set()
             self._publish(clean=notify.clean)
@@ -443,14 +499,23 @@ class StratumSession:
             counters.accepted_difficulty += sent.share.difficulty
             counters.best_share = max(counters.best_share, sent.share.difficulty)
             counters.last_share_at = time.time()
+            self._judge.accepted()
             if not self._accepted_once:
                 self._accepted_once = True
                 self._log.info("first share accepted", difficulty=sent.share.difficulty)
+            return
+        if sent.generation != self._generation:
+            # Sent for a job a clean_jobs (a new block) retired before the pool answered:
+            # refused for being late, which is neither the pool's fault nor the chips'.
+            counters.stale += 1
             return
         reason = answer.error or "refused without a reason"
         counters.rejected_difficulty += sent.share.difficulty
         if counters.reject(reason):
             self._log.warning("share rejected", reason=reason, job=sent.share.job_id)
+        verdict = self._judge.refused(reason)
+        if verdict is not None:
+            raise PoolUnproductive(verdict)
 
     def _publish(self, *, clean: bool) -> None:
         if not self.ready or self._notify is None or self._extranonce is None:
@@ -466,16 +531,25 @@ class StratumSession:
         self._on_work(self, clean)
 
     async def _expire_shares(self) -> None:
+        """Shares the pool never answered are counted so; and the pool is judged on them,
+        and on how long it has accepted nothing."""
         timeout_s = self._settings.response_timeout_s
         while True:
             await asyncio.sleep(min(1.0, timeout_s / 2))
-            cutoff = time.monotonic() - timeout_s
+            now = time.monotonic()
+            cutoff = now - timeout_s
             while self._sent:
                 message_id, sent = next(iter(self._sent.items()))
                 if sent.at > cutoff:
                     break
                 del self._sent[message_id]
                 self.counters.unanswered += 1
+                verdict = self._judge.refused(UNANSWERED)
+                if verdict is not None:
+                    raise PoolUnproductive(verdict)
+            verdict = self._judge.idle_verdict(now)
+            if verdict is not None:
+                raise PoolUnproductive(verdict)
 
     def _fail_pending(self, exc: PoolError) -> None:
         for future in self._pending.values():

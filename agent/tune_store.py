@@ -4,9 +4,11 @@ Tuning a board takes about an hour of hashing, so a module that is pulled and co
 (or an agent that restarts) starts from its stored profile instead. The file is the
 tuner's word about how far each chip may be clocked, and the agent applies it to
 hardware: it is checked like anything from outside. A file that is unreadable, of
-another schema, for another serial, model or chip count is ignored with a log line; a
-point outside the module's current limits (the site may have narrowed them since) is
-dropped, so a stored profile can never drive a board outside its envelope.
+another schema, for another serial, model or chip count is ignored with a log line,
+and the caller is told why (it raises an event): whatever is in the file, reading it
+never raises, so no stored file can stop a module from powering. A point outside the
+module's current limits (the site may have narrowed them since) is dropped, so a stored
+profile can never drive a board outside its envelope.
 
 Writes are atomic (temporary file, fsync, rename, fsync of the directory): a power cut
 leaves the old profile or the new one, never half of one.
@@ -58,6 +60,15 @@ class StoredProfile:
         return max_age_days > 0 and self.age_days(now) > max_age_days
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What reading a serial's file gave: the usable profile, or why the file was not used
+    ("" when there is no file at all, or nothing was wrong with it)."""
+
+    stored: StoredProfile | None
+    problem: str = ""
+
+
 class TuneStore:
     """Profiles under `<state_dir>/tune/`, keyed by board serial."""
 
@@ -98,29 +109,45 @@ class TuneStore:
         board_model: str | None = None,
     ) -> StoredProfile | None:
         """The stored profile for this board, checked against it; None if none is usable."""
+        return self.read(
+            serial, chip_count=chip_count, limits=limits, board_model=board_model
+        ).stored
+
+    def read(
+        self,
+        serial: str,
+        *,
+        chip_count: int,
+        limits: BoardLimits,
+        board_model: str | None = None,
+    ) -> Loaded:
+        """As `load`, with the reason a file that exists was not used. Never raises: the
+        file is untrusted, and a module must power (untuned) whatever it holds."""
         path = self.path_for(serial)
         try:
             with path.open("rb") as file:
                 raw = file.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
-            return None
+            return Loaded(None)
         except OSError as exc:
             log.warning("tune profile unreadable", serial=serial, path=str(path), error=str(exc))
-            return None
+            return Loaded(None, f"{path}: unreadable: {exc}")
         try:
             if len(raw) > MAX_FILE_BYTES:
                 raise RecordError(f"larger than {MAX_FILE_BYTES} bytes")
             data = _decode(raw)
             stored = _from_json(data, serial, chip_count, board_model)
-        except RecordError as exc:
+            usable = _within_limits(stored, limits, path)
+        except Exception as exc:  # RecordError, or anything a hostile file provokes
+            reason = str(exc) if isinstance(exc, RecordError) else f"cannot be read: {exc!r}"
             log.warning(
                 "tune profile ignored; the module will be retuned",
                 serial=serial,
                 path=str(path),
-                reason=str(exc),
+                reason=reason,
             )
-            return None
-        return _within_limits(stored, limits, path)
+            return Loaded(None, f"{path}: {reason}")
+        return Loaded(usable)
 
 
 # -- to and from JSON -------------------------------------------------------------------
@@ -226,7 +253,10 @@ def _timestamp(value: Any) -> datetime.datetime:
         raise RecordError(f"tuned_at {_short(value)} is not an ISO 8601 date") from None
     if when.tzinfo is None:
         raise RecordError("tuned_at has no time zone")
-    return when.astimezone(datetime.UTC)
+    try:  # year 1 east of UTC, or year 9999 west of it, is outside what datetime holds
+        return when.astimezone(datetime.UTC)
+    except OverflowError:
+        raise RecordError(f"tuned_at {_short(value)} is out of range") from None
 
 
 def _short(value: Any) -> str:

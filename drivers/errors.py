@@ -26,3 +26,7 @@ class ProtocolError(HashbayError):
 
 class SafetyViolation(HashbayError):
     """A requested setting lies outside the safe envelope; nothing was written to hardware."""
+
+
+class PecError(ProtocolError):
+    """An SMBus packet error code did not match: the bytes were damaged on the wire."""

@@ -5,6 +5,11 @@ the simulator's bus. The agent serialises bus traffic on one worker thread, but 
 safe-state path may run from another, so the bus it hands out is wrapped in `LockedI2C`:
 one lock per transaction, so two threads never interleave bytes of different
 transactions on the wire.
+
+`LockedI2C` also counts, per device address, every transaction and how each failed one
+failed (`BusErrors`): a NACK (absent or unpowered), a timeout (a device holding the bus),
+another bus error (EIO: noise, arbitration) and, told by the PMBus driver that checks
+it, a PEC mismatch. A device that keeps failing is a connector or a part going bad.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from smbus2 import SMBus, i2c_msg
 
 from hashbay.drivers.errors import DeviceMissingError, HardwareError
 
 DEFAULT_LOCK_TIMEOUT_S = 2.0
+_NACK = frozenset({errno.EREMOTEIO, errno.ENXIO})
 
 
 class I2CBus(Protocol):
@@ -57,8 +64,63 @@ def open_i2c(path: str) -> I2CBus:
         ) from exc
 
 
+@dataclass(frozen=True)
+class DeviceCounts:
+    """How one address's transactions went, since the bus was opened."""
+
+    transactions: int = 0
+    nacks: int = 0
+    pec_errors: int = 0
+    timeouts: int = 0
+    bus_errors: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.nacks + self.pec_errors + self.timeouts + self.bus_errors
+
+
+class BusErrors:
+    """Per-address transaction and failure counts; thread-safe, cheap (a dict update)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[int, list[int]] = {}
+
+    def _bump(self, address: int, field: int) -> None:
+        with self._lock:
+            counts = self._counts.get(address)
+            if counts is None:
+                counts = self._counts[address] = [0, 0, 0, 0, 0]
+            counts[field] += 1
+
+    def transaction(self, address: int) -> None:
+        self._bump(address, 0)
+
+    def failure(self, address: int, exc: BaseException) -> None:
+        """Count a failed transaction by what the kernel (or the bus lock) said."""
+        code = exc.errno if isinstance(exc, OSError) else errno.ETIMEDOUT
+        self._bump(address, 1 if code in _NACK else 3 if code == errno.ETIMEDOUT else 4)
+
+    def pec_error(self, address: int) -> None:
+        """A transaction that went through but whose PEC did not match."""
+        self._bump(address, 2)
+
+    def counts(self, address: int) -> DeviceCounts:
+        with self._lock:
+            counts = self._counts.get(address)
+            return DeviceCounts(*counts) if counts is not None else DeviceCounts()
+
+
+@runtime_checkable
+class CountsPecErrors(Protocol):
+    """A bus that wants to hear of PEC mismatches (only the driver that checks PEC sees them)."""
+
+    def count_pec_error(self, address: int) -> None: ...
+
+
 class LockedI2C:
-    """An I2CBus whose transactions are serialised by a lock taken with a timeout.
+    """An I2CBus whose transactions are serialised by a lock taken with a timeout, and
+    counted per device (`errors`).
 
     A stuck transaction (a device holding SCL low) must not freeze the safe-state path
     for ever, so waiting for the bus gives up with HardwareError after `timeout_s`.
@@ -68,6 +130,7 @@ class LockedI2C:
         self._bus = bus
         self._timeout_s = timeout_s
         self._lock = threading.RLock()
+        self.errors = BusErrors()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -83,32 +146,45 @@ class LockedI2C:
         finally:
             self._lock.release()
 
+    @contextmanager
+    def _counted(self, address: int) -> Iterator[None]:
+        self.errors.transaction(address)
+        try:
+            with self.exclusive():
+                yield
+        except (OSError, HardwareError) as exc:
+            self.errors.failure(address, exc)
+            raise
+
+    def count_pec_error(self, address: int) -> None:
+        self.errors.pec_error(address)
+
     def i2c_rdwr(self, *i2c_msgs: i2c_msg) -> None:
-        with self.exclusive():
+        with self._counted(int(i2c_msgs[0].addr) if i2c_msgs else 0):
             self._bus.i2c_rdwr(*i2c_msgs)
 
     def read_byte_data(self, i2c_addr: int, register: int) -> int:
-        with self.exclusive():
+        with self._counted(i2c_addr):
             return self._bus.read_byte_data(i2c_addr, register)
 
     def write_byte_data(self, i2c_addr: int, register: int, value: int) -> None:
-        with self.exclusive():
+        with self._counted(i2c_addr):
             self._bus.write_byte_data(i2c_addr, register, value)
 
     def read_word_data(self, i2c_addr: int, register: int) -> int:
-        with self.exclusive():
+        with self._counted(i2c_addr):
             return self._bus.read_word_data(i2c_addr, register)
 
     def write_word_data(self, i2c_addr: int, register: int, value: int) -> None:
-        with self.exclusive():
+        with self._counted(i2c_addr):
             self._bus.write_word_data(i2c_addr, register, value)
 
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
-        with self.exclusive():
+        with self._counted(i2c_addr):
             return self._bus.read_i2c_block_data(i2c_addr, register, length)
 
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: Sequence[int]) -> None:
-        with self.exclusive():
+        with self._counted(i2c_addr):
             self._bus.write_i2c_block_data(i2c_addr, register, data)
 
     def close(self) -> None:

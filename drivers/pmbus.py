@@ -28,8 +28,8 @@ from types import MappingProxyType
 from smbus2 import i2c_msg
 
 from hashbay.drivers.envelope import SafetyEnvelope
-from hashbay.drivers.errors import ProtocolError
-from hashbay.drivers.i2c import I2CBus, message_bytes, transaction_error
+from hashbay.drivers.errors import PecError, ProtocolError
+from hashbay.drivers.i2c import CountsPecErrors, I2CBus, message_bytes, transaction_error
 
 
 class Cmd(IntEnum):
@@ -497,7 +497,9 @@ class PMBusDevice:
     def _check_pec(self, command: int, data: bytes, received: int) -> None:
         expected = pec_read(self.address, command, data)
         if received != expected:
-            raise ProtocolError(
+            if isinstance(self._bus, CountsPecErrors):
+                self._bus.count_pec_error(self.address)
+            raise PecError(
                 f"{self._where(command)}: PEC mismatch (received 0x{received:02X}, "
                 f"computed 0x{expected:02X}); bus noise or a poor connector, check the "
                 "module seating if it repeats"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -482,3 +482,14 @@ def test_any_counters_give_a_bounded_score_and_sane_rates(
         assert 0 <= health.chips_answering <= 4
         assert all(0.0 <= rate <= 1.0 for _, rate in health.worst_chips)
         assert all(r.penalty >= 0 for r in health.reasons)
+
+
+def test_noisy_bus_devices_cost_points_each_named_up_to_the_cap() -> None:
+    health_model, board = model(), Board()
+    run(health_model, board, 10)
+    noisy = ("DC-DC (0x20): 31% of its transactions failed", "sensor 0 (0x48): 9% failed")
+    health = health_model.update(replace(board.tick(), bus_noise=noisy))
+    assert [r.text for r in health.reasons] == [f"noisy bus device: {t}" for t in noisy]
+    assert health.score == 100 - 2 * HealthSettings().bus_penalty_each
+    capped = health_model.update(replace(board.tick(), bus_noise=noisy * 2))
+    assert capped.score == 100 - HealthSettings().bus_penalty_max

@@ -22,7 +22,7 @@ from hashbay.agent.miner_api import ApiSettings, MinerApiServer
 from hashbay.agent.miner_api_replies import DeviceCounters, WorkMeter
 from hashbay.agent.rig import RigSnapshot
 from hashbay.agent.state import AgentState
-from hashbay.agent.status import Health, HealthLevel, SlotState, SlotStatus
+from hashbay.agent.status import BusDevice, Health, HealthLevel, SlotState, SlotStatus
 from hashbay.drivers.errors import ConfigError
 from hashbay.drivers.fan import FanReading
 
@@ -453,3 +453,21 @@ def test_any_request_bytes_parse_or_are_refused_with_a_reply(raw: bytes) -> None
         assert exc.reply.severity == "E"
         return
     assert 1 <= len(request.commands) <= replies.MAX_JOINED
+
+
+async def test_devs_count_each_slots_bus_failures_by_kind_and_name_noisy_devices() -> None:
+    agent = FakeAgent()
+    agent.slots[0] = replace(
+        agent.slots[0],
+        bus=(
+            BusDevice("DC-DC", 0x20, 2, 31, 0, 0, 0.3, True),
+            BusDevice("sensor 0", 0x48, 0, 0, 1, 4, 0.001, False),
+        ),
+    )
+    async with serving(agent) as server:
+        reply = load(await ask(server, b'{"command": "devs"}'))
+    first, second = reply["DEVS"][0], reply["DEVS"][1]
+    assert (first["Bus NACKs"], first["Bus PEC Errors"]) == (2, 31)
+    assert (first["Bus Timeouts"], first["Bus Errors"]) == (1, 4)
+    assert first["Bus Noisy Devices"] == "DC-DC 0x20"
+    assert (second["Bus PEC Errors"], second["Bus Noisy Devices"]) == (0, "")

@@ -951,3 +951,33 @@ def test_rounding_keeps_four_significant_digits_and_every_integer_digit() -> Non
         {"a": 61.0625, "b": 0.000123456, "c": 1_732_540_000.123, "d": 8.07123e13, "e": 3}
     ) == {"a": 61.06, "b": 0.0001235, "c": 1_732_540_000.0, "d": 80712300000000.0, "e": 3}
     assert rounded([float("nan"), float("inf"), 0.0, -12.3456]) == [None, None, 0.0, -12.35]
+
+
+def test_share_counters_are_news_only_once_they_moved_by_a_tenth() -> None:
+    pool = {
+        "accepted": 1000,
+        "rejected": 0,
+        "stale": 3,
+        "accepted_difficulty": 0.0061,
+        "best_share": 1.2e-5,
+        "last_share_at": 1_732_540_000,
+        "reject_reasons": {},
+        "failures": 0,
+        "state": "alive",
+    }
+    miner = {"pools": [pool]}
+
+    def with_(**changes: Any) -> Any:
+        return {"pools": [pool | changes]}
+
+    assert not changed(miner, with_(accepted=1001, accepted_difficulty=0.00611))
+    assert not changed(miner, with_(last_share_at=1_732_540_030, stale=3))
+    assert changed(miner, with_(accepted=1200))
+    assert changed(miner, with_(rejected=1))  # the first rejection is news
+    assert changed(miner, with_(reject_reasons={"low difficulty share (23)": 1}))
+    assert changed(miner, with_(failures=1))  # not a share counter: exact
+    assert changed(miner, with_(state="backoff"))
+    assert changed(miner, with_(last_share_at=1_732_540_061))
+    bus = {"device": "DC-DC", "nacks": 2, "pec_errors": 400, "noisy": True}
+    assert not changed(bus, bus | {"pec_errors": 430})
+    assert changed(bus, bus | {"noisy": False})

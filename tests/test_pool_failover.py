@@ -8,14 +8,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
+from hashbay.agent.alarms import AlarmGate
+from hashbay.agent.events import EventBus, EventKind
 from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.pools import PoolManager, PoolSettings, PoolState, PoolStatus
 from hashbay.agent.stratum_client import StratumSettings
-from hashbay.tools.pool import Misbehaviour, TestPool
+from hashbay.agent.stratum_protocol import target_of
+from hashbay.drivers.bm13xx.chain import DEFAULT_VERSION_MASK
+from hashbay.drivers.bm13xx.frames import NonceReply
+from hashbay.drivers.bm13xx.work import rolled_version
+from hashbay.tools.pool import Misbehaviour, TestPool, solve
 
 SETTINGS = StratumSettings(
     connect_timeout_s=5,
@@ -180,6 +186,105 @@ async def test_a_pool_that_hangs_up_on_configure_is_mined_without_version_rollin
             assert (status.counters.failures, status.counters.connects) == (1, 1)
             assert status.version_mask == 0
             assert work.version_mask == 0
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+
+
+def mine(rig: Rig, count: int) -> None:
+    """Hand `count` shares to the work source as chips would find them (slot 0, chip 3)."""
+    active = rig.manager.active
+    assert active is not None
+    difficulty = rig.state(active).difficulty
+    assert difficulty is not None
+    for n in range(count):
+        job = rig.work.next_job(0, n % 16)
+        version = rolled_version(job, 1, DEFAULT_VERSION_MASK)
+        nonce = solve(job, target_of(difficulty), version)
+        rig.work.on_nonce(0, 3, NonceReply(nonce, 6, 0, 0, job.job_id, 1, 0), DEFAULT_VERSION_MASK)
+
+
+@asynccontextmanager
+async def judged_pools(settings: StratumSettings) -> AsyncIterator[tuple[Rig, EventBus]]:
+    """Two pools whose manager raises its events through an alarm gate."""
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(TestPool()) for _ in range(2)]
+        work, bus = PoolWork(), EventBus()
+        configured = tuple(
+            PoolSettings(url=p.url, user=f"acct.w{i}") for i, p in enumerate(servers)
+        )
+        manager = PoolManager(
+            configured, settings, work, alarms=AlarmGate(bus, time.monotonic, repeat_s=300)
+        )
+        task = asyncio.create_task(manager.run())
+        try:
+            yield Rig(servers, manager, work, []), bus
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+
+
+async def test_a_pool_rejecting_nearly_every_share_is_left_for_the_backup() -> None:
+    settings = replace(SETTINGS, failback_delay_s=60, reject_window_shares=10)
+    async with judged_pools(settings) as (rig, bus):
+        await until(lambda: rig.manager.active == 0)
+        mine(rig, 5)
+        await until(lambda: rig.pools[0].accepted == 5, what="accepted at first")
+        rig.pools[0].misbehave(Misbehaviour.REJECT_ALL)
+        mine(rig, 10)
+        await until(lambda: rig.manager.active == 1, what="failover to the backup")
+        status = rig.state(0)
+        # The window still held one accepted share: 9 of 10 is the 90 % that gives up.
+        assert status.failover_reason == (
+            "given up: rejected 9 of the last 10 shares (rejected by the pool (test) (20): 9)"
+        )
+        assert status.failover_at is not None and status.counters.failures == 1
+        failed = [e for e in bus.recent(10) if e.kind is EventKind.POOL_FAILED]
+        assert len(failed) == 1 and failed[0].details["pool"] == 0
+        assert "failing over" in failed[0].message
+        await until(lambda: rig.state(0).state is PoolState.ALIVE, what="retried")
+        await asyncio.sleep(0.5)
+        assert rig.manager.active == 1  # failback still waits for its delay
+
+
+async def test_a_pool_accepting_nothing_for_too_long_is_left() -> None:
+    settings = replace(SETTINGS, failback_delay_s=60, accept_timeout_s=1.0, response_timeout_s=0.5)
+    async with judged_pools(settings) as (rig, _):
+        await until(lambda: rig.manager.active == 0)
+        rig.pools[0].misbehave(Misbehaviour.SILENT)  # shares go out, nothing comes back
+        mine(rig, 3)
+        await until(lambda: rig.manager.active == 1, timeout_s=10, what="failover")
+        assert "no share accepted for" in rig.state(0).failover_reason
+
+
+async def test_a_pool_looping_on_reconnect_is_left_for_the_backup() -> None:
+    async with judged_pools(replace(SETTINGS, failback_delay_s=60)) as (rig, bus):
+        await until(lambda: rig.manager.active == 0)
+        rig.pools[0].misbehave(Misbehaviour.RECONNECT_LOOP)
+        rig.pools[0].misbehave(Misbehaviour.RECONNECT)
+        await until(lambda: rig.manager.active == 1, what="the backup tried")
+        status = rig.state(0)
+        assert "asked to reconnect 3 times" in status.failover_reason
+        assert status.counters.failures >= 1
+        assert [e.kind for e in bus.recent(10)] == [EventKind.POOL_FAILED]
+        await asyncio.sleep(1.0)  # it keeps looping; the miner stays on the backup
+        assert rig.manager.active == 1
+
+
+async def test_version_rolling_is_asked_for_again_after_a_connection_without_it() -> None:
+    async with TestPool() as pool:
+        pool.misbehave(Misbehaviour.HANG_UP_ON_CONFIGURE)
+        work = PoolWork()
+        manager = PoolManager((PoolSettings(url=pool.url, user="a.b"),), SETTINGS, work)
+        task = asyncio.create_task(manager.run())
+        try:
+            await until(lambda: manager.active == 0, what="mining without configure")
+            assert manager.status()[0].version_mask == 0
+            pool.behave()
+            pool.misbehave(Misbehaviour.DISCONNECT)
+            await until(lambda: manager.status()[0].counters.connects == 2, what="reconnected")
+            await until(lambda: manager.status()[0].version_mask != 0, what="rolling again")
+            assert work.version_mask == DEFAULT_VERSION_MASK
         finally:
             task.cancel()
             await asyncio.wait({task}, timeout=5)

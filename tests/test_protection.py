@@ -142,12 +142,34 @@ def test_a_sensor_unreadable_for_sensor_lost_s_cuts_the_board() -> None:
     guard = BoardGuard(S)
     guard.assess(0.0, (70.0, 72.0))
     assert guard.assess(1.0, (70.0, None)).tier is Tier.OK  # one missed read is bus noise
+    for n in range(1, 10):
+        assert guard.assess(1.0 + n * 0.5, (70.0, None)).tier is Tier.OK
     assert guard.assess(5.9, (70.0, None)).tier is Tier.OK
     lost = guard.assess(6.0, (70.0, None))
     assert lost.tier is Tier.SENSOR_FAULT and lost.tier.cuts_power
     assert lost.reason == (
         "temperature sensor 1 unreadable for 5 s: the board cannot be watched, power cut"
     )
+
+
+def test_a_few_failed_reads_far_apart_are_not_a_lost_sensor() -> None:
+    guard = BoardGuard(S)
+    guard.assess(0.0, (70.0, 72.0))
+    guard.assess(1.0, (70.0, None))
+    after_a_stall = guard.assess(9.0, (70.0, None))  # the loop stood still in between
+    assert (after_a_stall.tier, after_a_stall.unreadable) == (Tier.OK, ())
+
+
+def test_an_unreadable_sensor_is_reported_on_its_own_after_the_debounce() -> None:
+    guard = BoardGuard(S)
+    guard.assess(0.0, (70.0, 72.0))
+    verdicts = [
+        guard.assess(1.0 + n * 0.05, (70.0, None)) for n in range(S.sensor_unreadable_reads)
+    ]
+    assert all(v.unreadable == () for v in verdicts)  # 10 reads, but only 0.45 s
+    late = guard.assess(1.5, (70.0, None))
+    assert (late.tier, late.unreadable, late.changed) == (Tier.OK, (1,), False)
+    assert guard.assess(1.55, (70.0, 71.0)).unreadable == ()
 
 
 def test_a_sensor_that_reads_again_is_forgiven() -> None:
@@ -158,11 +180,16 @@ def test_a_sensor_that_reads_again_is_forgiven() -> None:
     assert verdict.tier is Tier.OK
 
 
-def test_no_readable_sensor_at_all_warns_then_cuts() -> None:
+def test_no_readable_sensor_at_all_holds_the_tier_then_cuts() -> None:
     guard = BoardGuard(S)
     first = guard.assess(0.0, (None, None))
-    assert first.tier is Tier.WARN and first.hottest_c is None
+    assert first.tier is Tier.OK and first.hottest_c is None  # not a temperature: no warning
+    for n in range(1, 10):
+        assert guard.assess(n * 0.5, (None, math.nan)).tier is Tier.OK
     assert guard.assess(5.0, (math.nan, None)).tier is Tier.SENSOR_FAULT
+    warm = BoardGuard(S)
+    warm.assess(0.0, (81.0,))
+    assert warm.assess(0.1, (None,)).tier is Tier.WARN  # a warning in force stays
     nothing = BoardGuard(S)
     nothing.assess(0.0, ())
     assert nothing.assess(5.0, ()).reason.startswith("no temperature sensor reported")

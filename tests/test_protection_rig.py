@@ -165,3 +165,23 @@ async def test_stalled_fan_throttles_every_board(agent_for: Callable[..., Agent]
     assert any(e.kind is EventKind.THROTTLED for e in agent.events.recent(100))
     rig.fan_ok(2)
     await until(lambda: all(c.throttle == 1.0 for c in agent.controllers), what="released")
+
+
+async def test_a_module_back_after_a_pull_shows_no_throttle_reason_from_before(
+    agent_for: Callable[..., Agent],
+) -> None:
+    agent = agent_for()
+    rig: SimRig = agent.rig.buses.sim
+    await all_hashing(agent)
+    rig.fan_stall(1)
+    await until(lambda: "stalled" in agent.controllers[0].status.throttle_reason, what="throttled")
+    rig.pull_module(0)
+    await until(lambda: agent.controllers[0].state is SlotState.EMPTY, what="pulled")
+    assert agent.controllers[0].status.throttle_reason == ""
+    rig.fan_ok(1)
+    await until(lambda: all(c.throttle == 1.0 for c in agent.controllers[1:]), what="released")
+    rig.insert_module(0)
+    await until(lambda: agent.controllers[0].state is SlotState.HASHING, what="hashing again")
+    await asyncio.sleep(0.5)
+    status = agent.controllers[0].status
+    assert (status.throttle, status.throttle_reason) == (1.0, "")

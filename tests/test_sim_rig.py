@@ -27,13 +27,15 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 from hashbay.agent.config import Config, default_config_path, load_config
 from hashbay.agent.rig import envelope_from
 from hashbay.drivers.eeprom import Eeprom24C02
-from hashbay.drivers.errors import ConfigError, HardwareError, SafetyViolation
+from hashbay.drivers.errors import ConfigError, HardwareError, PecError, SafetyViolation
 from hashbay.drivers.fan import Fan
+from hashbay.drivers.i2c import DeviceCounts, LockedI2C
 from hashbay.drivers.lm75 import TemperatureSensor
 from hashbay.drivers.pmbus import DcDc, HotSwap, Psu, StatusInput, StatusIout
 from hashbay.drivers.slot_pins import SlotPins
 from hashbay.tools.sim import faults
 from hashbay.tools.sim.control import SOCKET_NAME, ControlServer
+from hashbay.tools.sim.fault_matrix import HEALS, MATRIX, covered_commands
 from hashbay.tools.sim.faults import FAULTS, FaultError
 from hashbay.tools.sim.rig import SimRig
 from hashbay.tools.sim.uart import LineNoise
@@ -439,11 +441,21 @@ EFFECTS = {
     "sensor-ok": "test_a_stuck_sensor_keeps_its_reading_while_the_board_heats",
     "dcdc-overcurrent": "test_dcdc_overcurrent_latches_off_the_rail_until_clear_faults",
     "hotswap-overcurrent": "test_hotswap_overcurrent_cuts_the_slot_until_clear_faults",
+    "module-short": "test_a_shorted_module_trips_its_hot_swap_at_every_power_up",
     "psu-sag": "test_psu_sag_warns_then_drops_the_bus_below_170_v_and_psu_ok_restores_it",
     "psu-ok": "test_psu_sag_warns_then_drops_the_bus_below_170_v_and_psu_ok_restores_it",
     "uart-noise": "test_uart_noise_garbles_the_line_both_ways",
     "i2c-errors": "test_i2c_errors_fail_about_that_share_of_driver_reads",
     "ambient": "test_ambient_sets_the_inlet_air_the_boards_settle_to",
+    "pec-errors": "test_pec_errors_flip_bits_that_the_pec_catches_and_the_bus_counts",
+    "i2c-stuck": "test_a_stuck_bus_times_transactions_out_until_it_lets_go",
+    "i2c-ok": "test_a_stuck_bus_times_transactions_out_until_it_lets_go",
+    "eeprom-corrupt": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "eeprom-blank": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "eeprom-silent": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "eeprom-ok": "test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed",
+    "device-silent": "test_a_silent_device_nacks_until_it_answers_again",
+    "device-ok": "test_a_silent_device_nacks_until_it_answers_again",
     "overheat": "test_overheat_heats_a_board_past_its_physics_and_a_watch_times_the_cut",
 }
 
@@ -451,6 +463,24 @@ EFFECTS = {
 def test_every_fault_command_has_a_test_of_its_effect() -> None:
     assert set(EFFECTS) == set(FAULTS)
     assert set(EFFECTS.values()) <= set(globals())
+
+
+def test_the_fault_matrix_covers_every_fault_the_simulator_can_make() -> None:
+    assert covered_commands() == set(FAULTS)
+    assert set(FAULTS) - {row.command for row in MATRIX} <= HEALS  # the rest only heal
+    for row in MATRIX:
+        for step in (row.fault, *row.heal, *row.then, *row.technician):
+            if not step.startswith(("hashbay ", "systemd ")):
+                faults.parse(step)  # each one a valid command
+    issue_11 = {"i2c-stuck", "pec-errors", "eeprom-corrupt", "eeprom-blank", "eeprom-silent"}
+    assert issue_11 | {"uart-noise", "psu-sag"} <= {row.command for row in MATRIX}
+    listed = subprocess.run(
+        [sys.executable, "-m", "hashbay.tools.sim.cli", "faults"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert all(f"\n  {name} " in "\n" + listed for name in FAULTS)
 
 
 def test_a_dead_chip_stops_hashing_and_chip_ok_heals_it(host: Host) -> None:
@@ -570,6 +600,32 @@ def test_hotswap_overcurrent_cuts_the_slot_until_clear_faults(host: Host) -> Non
     assert host.dcdc(1).status().off  # back, with its power-up settings: rail off
 
 
+def test_a_shorted_module_trips_its_hot_swap_at_every_power_up(host: Host) -> None:
+    host.power_up(1)
+    hotswap = host.hotswap(1)
+    inject(host.rig, "module-short 1")
+    host.rig.advance(0.1)
+    host.rig.advance(0.1)  # the hot-swap sees a new load from the next step on
+    assert hotswap.status().iout & StatusIout.OC_FAULT
+    for _ in range(2):  # clearing the latch does not help: it trips again at once
+        hotswap.clear_faults()
+        host.rig.advance(0.1)
+        assert hotswap.status().iout & StatusIout.OC_FAULT
+        assert not hotswap.power_good()
+    serial = host.rig.pull_module(1)
+    assert host.rig.insert_module(1) == serial  # the same module: still shorted
+    host.rig.advance(0.2)
+    hotswap.clear_faults()
+    host.rig.advance(0.1)
+    assert hotswap.status().iout & StatusIout.OC_FAULT
+    host.rig.pull_module(1)
+    host.rig.insert_module(1, new=True)
+    host.rig.advance(0.2)
+    hotswap.clear_faults()
+    host.rig.advance(0.1)
+    assert hotswap.power_good()
+
+
 def test_psu_sag_warns_then_drops_the_bus_below_170_v_and_psu_ok_restores_it(
     host: Host,
 ) -> None:
@@ -646,6 +702,79 @@ def test_i2c_errors_fail_about_that_share_of_driver_reads(host: Host) -> None:
     inject(host.rig, "i2c-errors 1")
     with pytest.raises(HardwareError, match=r"PSU \(0x58\) .*Input/output error \(bus error"):
         host.psu.read_telemetry()
+
+
+def test_pec_errors_flip_bits_that_the_pec_catches_and_the_bus_counts(host: Host) -> None:
+    bus = LockedI2C(host.rig.i2c)
+    psu, sensor = Psu(bus, 0x58), TemperatureSensor(bus, 0x48, "sensor")
+    inject(host.rig, "pec-errors 0.3 0x58")
+
+    def pec_failures(count: int) -> int:
+        failed = 0
+        for _ in range(count):
+            try:
+                psu.status()
+            except PecError:
+                failed += 1
+        return failed
+
+    failed = pec_failures(1000)
+    assert 240 < failed < 360
+    assert bus.errors.counts(0x58).pec_errors == failed
+    assert bus.errors.counts(0x58).nacks == bus.errors.counts(0x58).bus_errors == 0
+    inject(host.rig, "pec-errors 0 0x58")
+    assert pec_failures(200) == 0
+    inject(host.rig, "pec-errors 1")  # every PMBus device, and only those
+    with pytest.raises(PecError):
+        HotSwap(bus, 0, 0x10, host.envelope).status()
+    for _ in range(50):
+        sensor.read_c()  # no PEC on a TMP75: its reads are left alone
+    assert bus.errors.counts(0x48) == DeviceCounts(transactions=50)
+
+
+def test_a_stuck_bus_times_transactions_out_until_it_lets_go(host: Host) -> None:
+    bus = LockedI2C(host.rig.i2c)
+    sensor = TemperatureSensor(bus, 0x48, "sensor")
+    inject(host.rig, "i2c-stuck 60")
+    with pytest.raises(HardwareError, match="timed out"):
+        sensor.read_c()
+    assert bus.errors.counts(0x48).timeouts == 1
+    inject(host.rig, "i2c-ok")
+    assert sensor.read_c() == host.sensor(0, 0).read_c()
+
+
+def test_eeprom_faults_damage_blank_or_silence_the_identity_until_healed(host: Host) -> None:
+    eeprom = host.eeprom(1)
+    identity = eeprom.read_identity()
+    for fault, error in (
+        ("eeprom-corrupt 1", "CRC mismatch"),
+        ("eeprom-blank 1", "blank"),
+        ("eeprom-silent 1", "did not answer"),
+    ):
+        inject(host.rig, fault)
+        with pytest.raises(HardwareError, match=error):
+            eeprom.read_identity()
+        inject(host.rig, "eeprom-ok 1")
+        assert eeprom.read_identity() == identity
+    inject(host.rig, "eeprom-blank 1")
+    serial = host.rig.pull_module(1)
+    assert host.rig.insert_module(1) == serial
+    host.rig.advance(0.2)
+    with pytest.raises(HardwareError, match="blank"):
+        eeprom.read_identity()  # the damage went with the module
+
+
+def test_a_silent_device_nacks_until_it_answers_again(host: Host) -> None:
+    host.power_up(0)
+    dcdc = host.dcdc(0)
+    inject(host.rig, "device-silent 0x20")
+    with pytest.raises(HardwareError, match="did not answer"):
+        dcdc.status()
+    assert host.slot_status(0)["chain_powered"] is True  # silent, not off
+    inject(host.rig, "device-ok 0x20")
+    assert dcdc.status().ok
+    with pytest.raises(ValueError, match="no device that can fall silent at 0x33"):
+        host.rig.apply(faults.parse("device-silent 0x33"))
 
 
 def test_ambient_sets_the_inlet_air_the_boards_settle_to(host: Host) -> None:

@@ -20,6 +20,7 @@ from hashbay.agent.stratum_client import (
     PoolCounters,
     PoolError,
     PoolProtocolError,
+    PoolUnproductive,
     ReconnectRequested,
     StratumSession,
     StratumSettings,
@@ -232,3 +233,40 @@ async def test_stratum_over_tls_with_the_pools_ca(tmp_path: Path) -> None:
             error = await s.ended()
             assert isinstance(error, PoolError)
             assert "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+@pytest.mark.parametrize("size", [0, 100])
+async def test_a_subscribe_reply_with_an_impossible_extranonce2_size_is_a_protocol_error(
+    size: int,
+) -> None:
+    async with TestPool() as pool:
+        pool.extranonce2_size = size
+        async with session(pool) as s:
+            error = await s.ended()
+    assert isinstance(error, PoolProtocolError)
+    assert "extranonce2 size must be 1..16" in str(error)
+    assert s.counters.protocol_errors == 1
+
+
+async def test_a_share_refused_because_a_new_block_overtook_it_is_stale_not_rejected() -> None:
+    async with TestPool() as pool, session(pool) as s:
+        live = await s.ready()
+        late = s.share()
+        pool.new_job(clean=True)  # the new block is on its way to us...
+        assert live.submit(late)  # ...as the share for the old one goes out
+        await until(lambda: s.counters.stale == 1)
+        assert pool.reasons["job not found (stale)"] == 1  # the pool refused it
+        assert (s.counters.rejected, s.counters.reasons) == (0, {})
+        assert s.session.ready  # and it is nobody's fault
+
+
+async def test_a_session_refused_every_share_ends_saying_so() -> None:
+    settings = replace(FAST, reject_window_shares=4)
+    async with TestPool() as pool, session(pool, settings) as s:
+        live = await s.ready()
+        pool.misbehave(Misbehaviour.REJECT_ALL)
+        for n in range(4):
+            live.submit(s.share(extranonce2=n + 1))
+        error = await s.ended()
+    assert isinstance(error, PoolUnproductive)
+    assert str(error) == "rejected 4 of the last 4 shares (rejected by the pool (test) (20): 4)"

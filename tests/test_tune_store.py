@@ -303,3 +303,28 @@ def test_an_unwritable_state_dir_is_logged_not_fatal(tmp_path: Path) -> None:
     with capture_logs() as logs:
         assert not TuneStore(blocked).save("HB23-0042", PROFILE, board_model=MODEL)
     assert logs[0]["event"] == "tune profile not saved"
+
+
+@pytest.mark.parametrize("tuned_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_date_outside_what_a_clock_holds_is_refused_with_its_reason(
+    tmp_path: Path, tuned_at: str
+) -> None:
+    store = TuneStore(tmp_path)
+    store.directory.mkdir()
+    store.path_for("HB23-0042").write_text(json.dumps(mutated(("tuned_at",), tuned_at)))
+    with capture_logs() as logs:
+        loaded = store.read("HB23-0042", chip_count=CHIPS, limits=LIMITS, board_model=MODEL)
+    assert loaded.stored is None
+    assert "out of range" in loaded.problem
+    assert str(store.path_for("HB23-0042")) in loaded.problem
+    assert [entry["event"] for entry in logs] == [
+        "tune profile ignored; the module will be retuned"
+    ]
+
+
+def test_a_missing_file_is_no_problem_and_a_good_one_neither(tmp_path: Path) -> None:
+    store = TuneStore(tmp_path)
+    assert store.read("HB23-0042", chip_count=CHIPS, limits=LIMITS).problem == ""
+    saved(tmp_path)
+    loaded = store.read("HB23-0042", chip_count=CHIPS, limits=LIMITS, board_model=MODEL)
+    assert loaded.stored is not None and loaded.problem == ""

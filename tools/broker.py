@@ -154,6 +154,14 @@ class Broker:
         while time.monotonic() < deadline and " running" not in self.log()[self._log_start :]:
             time.sleep(0.005)
 
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, nothing saved (a power cut of the broker's machine)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self.stop()
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:

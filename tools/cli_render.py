@@ -163,6 +163,7 @@ def slot_text(detail: Mapping[str, Any], *, all_chips: bool = False) -> str:
     if extras:
         lines.append(f"  Control     {flat(extras)}")
     lines.append(f"  Locate LED  {slot.get('locate', 'off')}")
+    lines += _bus_lines(slot.get("bus") or [])
     chips = detail.get("chips") or []
     if chips:
         shown = sorted(chips, key=lambda c: (-(c.get("hw_errors") or 0), c.get("chip", 0)))
@@ -185,6 +186,35 @@ def slot_text(detail: Mapping[str, Any], *, all_chips: bool = False) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def _bus_lines(devices: Sequence[Any]) -> list[str]:
+    """The slot's I2C devices that failed any transaction, one line each."""
+    lines = []
+    for device in devices:
+        if not isinstance(device, dict):
+            continue
+        kinds = [
+            f"{device.get(key)} {name}"
+            for key, name in (
+                ("nacks", "NACKs"),
+                ("pec_errors", "PEC errors"),
+                ("timeouts", "timeouts"),
+                ("bus_errors", "bus errors"),
+            )
+            if device.get(key)
+        ]
+        if not kinds:
+            continue
+        share = float(device.get("error_share") or 0)
+        noisy = ", NOISY" if device.get("noisy") else ""
+        address = device.get("address")
+        where = f"0x{address:02x}" if isinstance(address, int) else "?"
+        lines.append(
+            f"  Bus         {device.get('device')} {where}: {', '.join(kinds)} "
+            f"({100 * share:.1f} % failing lately{noisy})"
+        )
+    return lines
 
 
 def fans_text(result: Mapping[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Generates README's configuration reference from the settings classes, so it cannot lie.
+"""Generates README's configuration reference from the settings classes, and its fault tables
+from the simulator's commands and the fault matrix, so they cannot lie.
 
 `tools/run docs` rewrites the block between the markers; a test fails when they differ.
 """
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.config import Config
+from hashbay.agent.config import Config, default_config_path, load_config
 from hashbay.agent.settings import (
     REQUIRED,
     FieldInfo,
@@ -19,6 +20,7 @@ from hashbay.agent.settings import (
     is_table,
     scalar_list_type,
 )
+from hashbay.tools.sim.fault_matrix import MATRIX, Reaction
 from hashbay.tools.sim.faults import FAULTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -75,9 +77,39 @@ def fault_reference() -> str:
     return "\n".join(rows) + "\n"
 
 
+def fault_matrix() -> str:
+    """The fault matrix at the default configuration: what the chaos suite checks."""
+    config = load_config(default_config_path())
+    rows = [
+        "| fault | the agent's reaction | within | comes back by itself | why |",
+        "|---|---|---|---|---|",
+    ]
+    for row in MATRIX:
+        steps = " then ".join(f"`{step}`" for step in (row.fault, *row.then))
+        where = "every slot" if row.every_slot else f"slot {row.slot}"
+        if row.back_by_itself:
+            heal = " + ".join(f"`{h}`" for h in row.heal)
+            back = f"yes, within {_seconds(row.back_within(config).total_s)}"
+            back += f" of {heal}" if heal else ""
+        else:
+            back = "no: " + ", then ".join(
+                f"`{t}`" if not t.startswith("systemd") else t for t in row.technician
+            )
+        within = _seconds(row.within(config).total_s)
+        if row.reaction is Reaction.RIDE_THROUGH:
+            within = f"(watched {within})"
+        rows.append(f"| {steps} | {row.reaction} ({where}) | {within} | {back} | {row.why} |")
+    return "\n".join(rows) + "\n"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2g} s" if value < 10 else f"{value:.0f} s"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "config-reference": config_reference,
     "fault-reference": fault_reference,
+    "fault-matrix": fault_matrix,
 }
 
 

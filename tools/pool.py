@@ -58,6 +58,8 @@ class Misbehaviour(enum.StrEnum):
     REFUSE_AUTH = "refuse-auth"  # from now on: refuse every worker
     NO_CONFIGURE = "no-configure"  # from now on: mining.configure is an unknown method
     HANG_UP_ON_CONFIGURE = "hang-up-on-configure"  # from now on: configure drops the line
+    REJECT_ALL = "reject-all"  # from now on: every share is rejected
+    RECONNECT_LOOP = "reconnect-loop"  # from now on: client.reconnect right after each login
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ class TestPool:
                 )
 
     def misbehave(self, kind: Misbehaviour) -> None:
-        """Do one bad thing now, or (silent, refuse-auth, the configure ones) from now on."""
+        """Do one bad thing now, or (silent, refuse-auth, reject-all, reconnect-loop, the
+        configure ones) from now on."""
         if kind in _MODES:
             self.modes.add(kind)
             return
@@ -340,16 +343,7 @@ class TestPool:
             subscriptions = [["mining.set_difficulty", "1"], ["mining.notify", "1"]]
             answer([subscriptions, connection.extranonce1.hex(), self.extranonce2_size])
         elif method == "mining.authorize":
-            user = params[0] if params and isinstance(params[0], str) else ""
-            if Misbehaviour.REFUSE_AUTH in self.modes or not user:
-                answer(False, [E_UNAUTHORIZED, "unauthorized worker", None])
-                return
-            connection.users.add(user)
-            answer(True)
-            connection.send(
-                {"id": None, "method": "mining.set_difficulty", "params": [connection.difficulty]}
-            )
-            self._notify(connection, clean=True)
+            self._authorize(connection, params, answer)
         elif method == "mining.submit":
             self._judge(connection, params, answer)
         elif method in ("mining.extranonce.subscribe", "mining.suggest_difficulty"):
@@ -357,10 +351,30 @@ class TestPool:
         elif message_id is not None:
             answer(None, [E_OTHER, f"unknown method {method}", None])
 
+    def _authorize(
+        self, connection: _Connection, params: list[Any], answer: Callable[..., None]
+    ) -> None:
+        user = params[0] if params and isinstance(params[0], str) else ""
+        if Misbehaviour.REFUSE_AUTH in self.modes or not user:
+            answer(False, [E_UNAUTHORIZED, "unauthorized worker", None])
+            return
+        connection.users.add(user)
+        answer(True)
+        connection.send(
+            {"id": None, "method": "mining.set_difficulty", "params": [connection.difficulty]}
+        )
+        self._notify(connection, clean=True)
+        if Misbehaviour.RECONNECT_LOOP in self.modes:
+            connection.send(
+                {"id": None, "method": "client.reconnect", "params": [self.host, self.port, 0]}
+            )
+
     def _judge(
         self, connection: _Connection, params: list[Any], answer: Callable[..., None]
     ) -> None:
         result = self._submit(connection, params)
+        if Misbehaviour.REJECT_ALL in self.modes and result.accepted:
+            result = replace(result, accepted=False, reason="rejected by the pool (test)")
         self.results.append(result)
         if result.accepted:
             self.accepted += 1
@@ -479,6 +493,8 @@ _MODES = {
     Misbehaviour.REFUSE_AUTH,
     Misbehaviour.NO_CONFIGURE,
     Misbehaviour.HANG_UP_ON_CONFIGURE,
+    Misbehaviour.REJECT_ALL,
+    Misbehaviour.RECONNECT_LOOP,
 }
 _CODES = {
     "job not found (stale)": E_STALE,

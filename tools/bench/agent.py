@@ -1,5 +1,6 @@
-"""The agent on the simulated rig (3 boards x 126 chips, polled at 1 Hz) with a real mosquitto:
-presence change to MQTT event, steady-state MQTT traffic, CPU and memory of the daemon.
+"""The agent on the simulated rig (3 boards x 126 chips, polled at 1 Hz) with a real mosquitto,
+mining on the test pool: presence change to MQTT event, steady-state MQTT traffic, CPU and
+memory of the daemon.
 
 The simulated rig runs inside the agent's process, so its CPU is accounted across the
 line: its own threads (`sim-*`) are taken out, so is the time its I2C device models run
@@ -21,21 +22,28 @@ from pathlib import Path
 
 import aiomqtt
 
-from hashbay.agent.config import default_config_path
+from hashbay.agent.config import default_config_path, load_config
 from hashbay.tools.bench import Figure, percentile
 from hashbay.tools.broker import HOST, Broker
+from hashbay.tools.pool import TestPool
 from hashbay.tools.sim.control import request
 
 PREFIX = "bench"
 MINER = "sim-rig-01"
 STEADY_S = 60.0
+SETTLED_S = 30.0  # steady this long counts as settled
+WARMUP_MAX_S = 600.0
 CYCLES = 25
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _config(path: Path, port: int) -> Path:
+DEMO_DIFFICULTY = 2.0**-18  # as `tools/run demo`: a few shares a second
+
+
+def _config(path: Path, port: int, pool_url: str) -> Path:
     text = default_config_path().read_text()
     text += f'\n[mqtt]\nhost = "{HOST}"\nport = {port}\ntopic_prefix = "{PREFIX}"\n'
+    text += f'\n[[pool]]\nurl = "{pool_url}"\nuser = "bench.{MINER}"\n'
     path.write_text(text)
     return path
 
@@ -65,7 +73,9 @@ def _rss_mb(pid: int) -> float:
 class Traffic:
     def __init__(self) -> None:
         self.bytes = 0
+        self.by_kind: dict[str, int] = {"miner_state": 0, "slot_state": 0, "events": 0, "other": 0}
         self.states: dict[int, str] = {}
+        self.thermal: list[tuple[float, float, float]] = []  # (at, hottest °C, duty)
         self.events: list[tuple[float, dict[str, object]]] = []
 
     async def follow(self, port: int) -> None:
@@ -75,12 +85,37 @@ class Traffic:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 topic = str(message.topic)
                 self.bytes += len(topic) + len(payload)
+                self.by_kind[_kind(topic)] += len(topic) + len(payload)
                 if not payload:  # a cleared retained topic
                     continue
                 if topic.endswith("/state") and "/slot/" in topic:
                     self.states[int(topic.split("/")[-2])] = json.loads(payload)["state"]
+                elif topic == f"{PREFIX}/{MINER}/state":
+                    thermal = json.loads(payload).get("thermal", {})
+                    hottest, duty = thermal.get("hottest_c"), thermal.get("duty")
+                    if isinstance(hottest, float | int) and isinstance(duty, float | int):
+                        self.thermal.append((time.monotonic(), float(hottest), float(duty)))
                 elif topic.endswith("/event"):
                     self.events.append((time.monotonic(), json.loads(payload)))
+
+    def settled(self, target_c: float) -> bool:
+        """The boards warmed up: for SETTLED_S, the hottest within 1.5 °C of the fan loop's
+        target and the fans' duty still (warming, every temperature and power is news)."""
+        now = time.monotonic()
+        recent = [(h, d) for at, h, d in self.thermal if at >= now - SETTLED_S]
+        if not self.thermal or self.thermal[0][0] > now - SETTLED_S or not recent:
+            return False
+        duties = [d for _, d in recent]
+        near = all(abs(h - target_c) < 1.5 for h, _ in recent)
+        return near and max(duties) - min(duties) < 0.03
+
+
+def _kind(topic: str) -> str:
+    if topic == f"{PREFIX}/{MINER}/state":
+        return "miner_state"
+    if "/slot/" in topic:
+        return "slot_state"
+    return "events" if topic.endswith("/event") else "other"
 
 
 async def _until(condition: object, timeout_s: float) -> None:
@@ -92,6 +127,11 @@ async def _until(condition: object, timeout_s: float) -> None:
 
 
 async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
+    async with TestPool(difficulty=DEMO_DIFFICULTY, job_interval_s=30.0) as pool:
+        return await _measure_with(workdir, broker, pool)
+
+
+async def _measure_with(workdir: Path, broker: Broker, pool: TestPool) -> list[Figure]:
     traffic = Traffic()
     follower = asyncio.create_task(traffic.follow(broker.port))
     runtime = workdir / "run"
@@ -101,7 +141,7 @@ async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
             "-m",
             "hashbay.agent.main",
             "--config",
-            str(_config(workdir / "a.toml", broker.port)),
+            str(_config(workdir / "a.toml", broker.port, pool.url)),
             "--state-dir",
             str(workdir / "state"),
             "--runtime-dir",
@@ -113,7 +153,12 @@ async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
     )
     try:
         await _until(lambda: list(traffic.states.values()).count("hashing") == 3, 120)
-        await asyncio.sleep(10)  # let publishing settle into its steady rhythm
+        # Steady state: the boards warmed up (while they warm, every board's temperature
+        # and power are news).
+        started = time.monotonic()
+        target_c = load_config(default_config_path()).thermal.target_c
+        await _until(lambda: traffic.settled(target_c), WARMUP_MAX_S)
+        warmup_s = time.monotonic() - started
         crossing0 = await _sim_crossing(runtime / "sim.sock")
         cpu0, sim0, bytes0, t0 = (
             _cpu_s(agent.pid, sim_only=False),
@@ -121,6 +166,7 @@ async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
             traffic.bytes,
             time.monotonic(),
         )
+        kinds0, accepted0 = dict(traffic.by_kind), pool.accepted
         rss = 0.0
         while time.monotonic() - t0 < STEADY_S:
             await asyncio.sleep(1)
@@ -135,6 +181,8 @@ async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
         callbacks_s = crossing["host_callbacks_on_sim_thread_s"]
         agent_s = cpu - sim - models_s + callbacks_s
         rate = (traffic.bytes - bytes0) / elapsed
+        kinds = {k: (traffic.by_kind[k] - kinds0[k]) / elapsed for k in kinds0}
+        shares = (pool.accepted - accepted0) / elapsed
         latencies = await _presence_latencies(runtime / "sim.sock", traffic)
     finally:
         agent.terminate()
@@ -143,7 +191,10 @@ async def _measure(workdir: Path, broker: Broker) -> list[Figure]:
     return [
         Figure("presence_to_event_p50", percentile(latencies, 0.5) * 1000, "ms", "p99 < 100 ms"),
         Figure("presence_to_event_p99", percentile(latencies, 0.99) * 1000, "ms", "< 100 ms"),
-        Figure("mqtt_steady_state", rate, "B/s", "<= 1000 B/s"),
+        Figure("mqtt_steady_state", rate, "B/s", "<= 1000 B/s, mining on a pool"),
+        *(Figure(f"mqtt_steady_state_{kind}", value, "B/s") for kind, value in kinds.items()),
+        Figure("pool_shares_accepted", shares, "shares/s"),
+        Figure("warmup_before_steady_state", warmup_s, "s"),
         Figure("agent_cpu_excluding_sim", agent_s / elapsed * 100, "% of a core", "< 2 %"),
         Figure("sim_cpu_in_process", (cpu - agent_s) / elapsed * 100, "% of a core"),
         Figure("sim_device_models_on_agent_threads", models_s / elapsed * 100, "% of a core"),

@@ -157,13 +157,24 @@ async def measure(rig: SimRig) -> list[Figure]:
         finally:
             task.cancel()
             await asyncio.wait({task}, timeout=5)
+    counters = manager.status()[0].counters  # the agent's own count, by the pool's reason
+    sent_stale = counters.stale - work.counters.stale
     return [
         Figure("share_check_alone", alone, "nonces/s", ">= 100000"),
         Figure("share_check_through_work_source", through, "nonces/s", ">= 50000"),
         Figure("shares_accepted", rate, "shares/s"),
         Figure("share_path_p50", percentile(paths, 0.5) * 1e3, "ms"),
         Figure("share_path_p99", percentile(paths, 0.99) * 1e3, "ms", "< 5 ms"),
-        Figure("shares_rejected", pool.rejected, "shares", "0"),
+        Figure("shares_rejected", counters.rejected, "shares", "0"),
+        *(
+            Figure(f"shares_rejected[{reason}]", count, "shares")
+            for reason, count in sorted(counters.reasons.items())
+        ),
+        # Stale: found for work a new block had replaced. Most are caught before sending;
+        # those sent before the news arrived are refused by the pool and counted here too.
+        Figure("shares_stale_unsent", work.counters.stale, "shares"),
+        Figure("shares_stale_sent", sent_stale, "shares", "rare"),
+        Figure("shares_stale_sent_share", sent_stale / max(1, counters.accepted), "of accepted"),
     ]
 
 

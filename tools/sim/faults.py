@@ -51,6 +51,7 @@ CHIP = Param("chip", int, 0, 129)
 FAN = Param("fan", int, 0, 7)
 SENSOR = Param("sensor", int, 0, 3)
 PROBABILITY = Param("probability", float, 0.0, 1.0)
+ADDRESS = Param("address", int, 0x03, 0x77)
 
 FAULTS: dict[str, FaultSpec] = {
     spec.name: spec
@@ -122,6 +123,13 @@ FAULTS: dict[str, FaultSpec] = {
             lambda rig, a: rig.hotswap_overcurrent(a[0]),
         ),
         FaultSpec(
+            "module-short",
+            (SLOT,),
+            "the module's input shorts: its hot-swap controller trips again at every power-up "
+            "(the module is faulty; a new one cures it)",
+            lambda rig, a: rig.module_short(a[0]),
+        ),
+        FaultSpec(
             "psu-sag",
             (Param("volts", float, 0.0, 300.0),),
             "AC input drops to VOLTS",
@@ -136,10 +144,69 @@ FAULTS: dict[str, FaultSpec] = {
         ),
         FaultSpec(
             "i2c-errors",
-            (PROBABILITY, Param("address", int, 0, 0x77)),
+            (PROBABILITY, ADDRESS),
             "share of I2C transactions that fail (one address, or all when left out)",
             lambda rig, a: rig.i2c_errors(a[0], a[1] if len(a) > 1 else None),
             optional=1,
+        ),
+        FaultSpec(
+            "pec-errors",
+            (PROBABILITY, ADDRESS),
+            "share of reads from PMBus devices (PSU, hot-swap controllers, DC-DCs) that "
+            "arrive with a flipped bit, which their PEC catches (one address, or all of them "
+            "when left out)",
+            lambda rig, a: rig.pec_errors(a[0], a[1] if len(a) > 1 else None),
+            optional=1,
+        ),
+        FaultSpec(
+            "i2c-stuck",
+            (Param("seconds", float, 0.0, 600.0),),
+            "a device holds the I2C bus for SECONDS (real time, as the adapter's timeout): "
+            "every transaction blocks, then times out",
+            lambda rig, a: rig.i2c_stuck(a[0]),
+        ),
+        FaultSpec(
+            "i2c-ok",
+            (),
+            "end every I2C bus fault (errors, PEC errors, a stuck bus)",
+            lambda rig, a: rig.i2c_ok(),
+        ),
+        FaultSpec(
+            "eeprom-corrupt",
+            (SLOT,),
+            "a byte of the module's identity EEPROM is damaged: its CRC no longer matches "
+            "(read when the module is next identified)",
+            lambda rig, a: rig.eeprom_fault(a[0], "corrupt"),
+        ),
+        FaultSpec(
+            "eeprom-blank",
+            (SLOT,),
+            "the module's identity EEPROM is erased (all 0xFF)",
+            lambda rig, a: rig.eeprom_fault(a[0], "blank"),
+        ),
+        FaultSpec(
+            "eeprom-silent",
+            (SLOT,),
+            "the module's identity EEPROM stops answering (NACK)",
+            lambda rig, a: rig.eeprom_fault(a[0], "silent"),
+        ),
+        FaultSpec(
+            "eeprom-ok",
+            (SLOT,),
+            "the module's identity EEPROM answers again with what the factory wrote",
+            lambda rig, a: rig.eeprom_fault(a[0], "ok"),
+        ),
+        FaultSpec(
+            "device-silent",
+            (ADDRESS,),
+            "the I2C device at ADDRESS (PSU, hot-swap, DC-DC, sensor, EEPROM) stops answering",
+            lambda rig, a: rig.device_silent(a[0], silent=True),
+        ),
+        FaultSpec(
+            "device-ok",
+            (ADDRESS,),
+            "the I2C device at ADDRESS answers again",
+            lambda rig, a: rig.device_silent(a[0], silent=False),
         ),
         FaultSpec(
             "ambient",

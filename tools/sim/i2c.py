@@ -13,8 +13,9 @@ what they were sent. The SMBus convenience calls are the same primitives, e.g.
 `write_byte_data(a, c, v)` is `write(bytes([c, v]))` then `stop()`.
 
 Faults for tests and the rig: per-address or bus-wide error rates (EIO), one flipped bit
-in the next read from an address (what PEC is for), and a hung bus whose transactions
-block and then time out with ETIMEDOUT like the bcm2835 adapter's.
+in the next read from an address or a share of reads with a flipped bit (what PEC is
+for), and a hung bus whose transactions block and then time out with ETIMEDOUT like the
+bcm2835 adapter's.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class SimI2CBus:
         self._closed = False
         self._error_rates: dict[int | None, float] = {}
         self._corrupt: dict[int, tuple[int, int]] = {}
+        self._flip_rates: dict[int, float] = {}
         self._hung_until = 0.0
 
     # -- wiring --------------------------------------------------------------------------
@@ -115,6 +117,13 @@ class SimI2CBus:
         with self.lock:
             self._corrupt[address] = (byte_index, bit)
 
+    def set_bit_flip_rate(self, rate: float, address: int) -> None:
+        """Flip one random bit in this share of the read messages from `address`."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"bit flip rate {rate} outside 0..1")
+        with self.lock:
+            self._flip_rates[address] = rate
+
     def hang(self, seconds: float) -> None:
         """Hold the bus stuck: transactions wait, and fail with ETIMEDOUT if it outlasts
         the adapter timeout.
@@ -126,6 +135,7 @@ class SimI2CBus:
         with self.lock:
             self._error_rates.clear()
             self._corrupt.clear()
+            self._flip_rates.clear()
             self._hung_until = 0.0
 
     # -- the wire ------------------------------------------------------------------------
@@ -185,6 +195,9 @@ class SimI2CBus:
         corrupt = self._corrupt.pop(address, None)
         if corrupt is not None and corrupt[0] < length:
             data[corrupt[0]] ^= 1 << corrupt[1]
+        rate = self._flip_rates.get(address, 0.0)
+        if rate and length and self._rng.random() < rate:
+            data[self._rng.randrange(length)] ^= 1 << self._rng.randrange(8)
         return bytes(data)
 
     # -- smbus2.SMBus interface ----------------------------------------------------------

@@ -29,6 +29,7 @@ class SimEeprom:
         if len(contents) != EEPROM_SIZE:
             raise ValueError(f"a 24C02 holds {EEPROM_SIZE} bytes, not {len(contents)}")
         self.memory = bytearray(contents)
+        self.programmed = bytes(contents)  # what the factory wrote (a damaged one heals to it)
         self.write_protected = False  # the WP pin: writes are ACKed and ignored
         self.lost = False
         self.writes = 0  # page writes performed, for wear/behaviour checks

@@ -16,6 +16,7 @@ from hashbay.tools.sim.i2c_devices import SimEeprom, SimTemperatureSensor
 from hashbay.tools.sim.pmbus_devices import SimDcDc
 
 DCDC_RATED_W = 1800.0
+SHORTED_INPUT_W = 50_000.0  # a shorted input: about 900 A at 54 V
 IDLE_ACTIVITY = 0.2  # share of dynamic power a clocked chip burns with no job
 SENSOR_OFFSETS_C = (-3.0, 4.0, 0.0, 2.0)  # inlet side cooler, outlet side hotter
 
@@ -44,6 +45,7 @@ class SimModule:
         self.domains = self.identity.domains
         self.power_w = 0.0
         self.heat_c_per_s = 0.0
+        self.shorted = False  # a fault: the module's input is shorted (it stays so, pulled or not)
         self._chip_power_w = [0.0] * spec.chip_count
 
     @property
@@ -97,7 +99,10 @@ class SimModule:
         self.chain.step(dt_s, chip_v, self.chip_temp_c)
 
     def input_w(self) -> float:
-        """What the module draws from the hot-swapped bus (zero while its DC-DC is off-line)."""
+        """What the module draws from the hot-swapped bus (zero while its DC-DC is off-line;
+        far past any hot-swap controller's limit when its input is shorted)."""
+        if self.shorted:
+            return SHORTED_INPUT_W
         if not self.dcdc.powered:
             return 0.0
         return physics.DCDC_LOSSES.input_w(self.power_w, DCDC_RATED_W)

@@ -520,6 +520,10 @@ class SimRig:
     def hotswap_overcurrent(self, index: int) -> None:
         self._slot(index).hotswap.inject_overcurrent()
 
+    def module_short(self, index: int) -> None:
+        """The module's input shorts: its hot-swap controller trips whenever it turns on."""
+        self._module(index).shorted = True
+
     def psu_input(self, volts: float) -> None:
         self.psu.vin_v = volts
 
@@ -530,6 +534,47 @@ class SimRig:
 
     def i2c_errors(self, rate: float, address: int | None) -> None:
         self.i2c.set_error_rate(rate, address)
+
+    def pmbus_addresses(self) -> list[int]:
+        """The PSU's, every hot-swap controller's and every DC-DC's address."""
+        return [
+            self.psu.address,
+            *(s.config.hotswap_address for s in self.slots),
+            *(s.config.dcdc_address for s in self.slots),
+        ]
+
+    def pec_errors(self, rate: float, address: int | None) -> None:
+        """Reads from PMBus devices (one, or all) arrive with a flipped bit this often: on
+        the wire, so the PEC the part appended no longer matches."""
+        for target in self.pmbus_addresses() if address is None else [address]:
+            self.i2c.set_bit_flip_rate(rate, target)
+
+    def i2c_stuck(self, seconds: float) -> None:
+        """A device holds the bus for this many real seconds (the adapter's own timeout
+        is in real time): transactions block, then fail with ETIMEDOUT."""
+        self.i2c.hang(seconds)
+
+    def i2c_ok(self) -> None:
+        self.i2c.clear_faults()
+
+    def eeprom_fault(self, index: int, kind: str) -> None:
+        """The identity EEPROM of the module in slot `index`: a damaged byte (its CRC no
+        longer matches), blank (erased), silent (no ACK), or healed."""
+        eeprom = self._module(index).eeprom
+        if kind == "corrupt":
+            eeprom.memory[30] ^= 0x5A  # inside the serial number
+        elif kind == "blank":
+            eeprom.memory[:] = b"\xff" * len(eeprom.memory)
+        eeprom.lost = kind == "silent"
+        if kind == "ok":
+            eeprom.memory[:] = eeprom.programmed
+
+    def device_silent(self, address: int, silent: bool) -> None:
+        """The device at `address` stops answering (NACKs), or answers again."""
+        device = self.i2c.device(address)
+        if device is None or not hasattr(device, "lost"):
+            raise ValueError(f"no device that can fall silent at 0x{address:02x}")
+        device.lost = silent
 
     def overheat(self, index: int, c_per_s: float) -> None:
         """Heat a board this many °C per simulated second beyond its physics (0 ends it)."""
