@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from hashbay.agent.settings import setting
 from hashbay.drivers.errors import ConfigError
 
+ALERT_FAULT_QUEUES = (1, 2, 4, 6)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ProtectionSettings:
@@ -175,11 +177,34 @@ class ProtectionSettings:
         max=3600,
     )
 
+    alert_fault_queue: int = setting(
+        1,
+        "Conversions in a row at or above cutoff_c before a sensor's comparator (its OS/ALERT "
+        "output, on a slot's alert_pin) cuts the board: 1, 2, 4 or 6. More rides out noise; "
+        "each adds a conversion time (27-220 ms on a TMP75) to the cut.",
+        min=1,
+        max=6,
+    )
+    backup_interval_s: float = setting(
+        0.5,
+        "Period of the software sweep while every powered board has its sensors' comparator "
+        "armed on an alert pin: the hardware cuts, the sweep backs it up and runs the warn "
+        "and throttle tiers (without alert pins the sweep runs at check_interval_s).",
+        unit="s",
+        min=0.02,
+        max=5,
+    )
+
     def __post_init__(self) -> None:
         if not self.warn_c < self.throttle_c < self.cutoff_c:
             raise ConfigError(
                 f"protection: warn_c {self.warn_c} < throttle_c {self.throttle_c} < cutoff_c "
                 f"{self.cutoff_c} must hold, so the board is warned, then throttled, then cut"
+            )
+        if self.alert_fault_queue not in ALERT_FAULT_QUEUES:
+            raise ConfigError(
+                f"protection.alert_fault_queue: must be one of 1, 2, 4, 6 (what the sensors "
+                f"count), got {self.alert_fault_queue}"
             )
 
     @property

@@ -79,3 +79,11 @@ def test_a_trigger_the_table_does_not_know_is_a_bug_not_a_guess(state: S, trigge
     assert not allowed(state, trigger)
     with pytest.raises(IllegalTransition, match=f"^no transition from {state} on {trigger}$"):
         next_state(state, trigger)
+
+
+@pytest.mark.parametrize("state", [S.INSERTED, S.IDENTIFYING, S.FAULT])
+def test_a_failure_before_power_or_while_faulted_is_a_fault_too(state: S) -> None:
+    """Every state that touches hardware can fault: identifying reads the EEPROM, a
+    faulted slot still drives its LED and pins; a failure there must end as a fault (and
+    an event), never as an illegal transition that crashes the slot's controller."""
+    assert next_state(state, T.FAULT) is S.FAULT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -303,6 +304,8 @@ PROTECTION_SETTINGS = {  # name: (default, lowest accepted, highest accepted)
     "max_restarts": (3, 0, 100),
     "restart_window_s": (3600.0, 60, 7 * 86400),
     "restart_min_off_s": (30.0, 0, 3600),
+    "alert_fault_queue": (1, 1, 6),
+    "backup_interval_s": (0.5, 0.02, 5),
 }
 
 
@@ -328,9 +331,29 @@ def test_protection_settings_default_and_range_are_the_documented_ones(name: str
     assert range_error(name, high + past) is not None
 
 
+def test_a_sensor_is_unreadable_at_exactly_the_configured_failed_reads() -> None:
+    settings = replace(S, sensor_unreadable_reads=4, sensor_unreadable_s=0.0)
+    guard = BoardGuard(settings)
+    guard.assess(BOOT, (70.0, 71.0))
+    for n in range(1, 4):  # three failed reads: still bus noise
+        assert guard.assess(BOOT + n * 0.02, (70.0, None)).unreadable == ()
+    assert guard.assess(BOOT + 0.08, (70.0, None)).unreadable == (1,)  # the fourth
+
+
+@pytest.mark.parametrize("queue", [3, 5])
+def test_an_alert_fault_queue_the_sensors_cannot_count_is_refused(queue: int) -> None:
+    with pytest.raises(ConfigError, match="alert_fault_queue: must be one of 1, 2, 4, 6"):
+        ProtectionSettings(alert_fault_queue=queue)
+    for counted in (1, 2, 4, 6):
+        assert ProtectionSettings(alert_fault_queue=counted).alert_fault_queue == counted
+
+
 # -- a real monotonic clock: days after boot, not near zero -------------------------------
 
 BOOT = 3 * 86_400.0 + 0.375  # a controller up for three days
+# The lost-sensor clock alone: one failed read is enough to start and to keep it (the
+# debounce of single failed reads is tested on its own).
+EVERY_READ_COUNTS = replace(S, sensor_unreadable_reads=1)
 
 
 def test_restarts_days_after_boot_are_counted_in_the_window_and_then_need_service() -> None:
@@ -360,14 +383,14 @@ def test_restarts_days_after_boot_are_forgotten_exactly_one_window_later() -> No
 
 
 def test_a_lost_sensor_days_after_boot_is_cut_after_sensor_lost_s_not_before() -> None:
-    guard = BoardGuard(S)
+    guard = BoardGuard(EVERY_READ_COUNTS)
     guard.assess(BOOT, (70.0, 72.0))
     assert guard.assess(BOOT + 1.0, (70.0, None)).tier is Tier.OK
     assert guard.assess(BOOT + 5.9, (70.0, None)).tier is Tier.OK
     assert guard.assess(BOOT + 6.0, (70.0, None)).tier is Tier.SENSOR_FAULT
-    silent = BoardGuard(S)
-    assert silent.assess(BOOT, ()).tier is Tier.WARN
-    assert silent.assess(BOOT + 4.9, ()).tier is Tier.WARN
+    silent = BoardGuard(EVERY_READ_COUNTS)
+    assert silent.assess(BOOT, ()).tier is Tier.OK  # no reading: the tier holds
+    assert silent.assess(BOOT + 4.9, ()).tier is Tier.OK
     assert silent.assess(BOOT + 5.0, ()).tier is Tier.SENSOR_FAULT
 
 
@@ -450,7 +473,7 @@ def test_an_unreadable_sample_is_judged_lost_not_stuck() -> None:
 
 
 def test_a_sensor_that_appears_later_is_watched_from_when_it_appeared() -> None:
-    guard = BoardGuard(S)
+    guard = BoardGuard(EVERY_READ_COUNTS)
     guard.assess(BOOT, (70.0,))
     assert guard.assess(BOOT + 10, (70.0, None)).tier is Tier.OK
     assert guard.assess(BOOT + 14.9, (70.0, None)).tier is Tier.OK

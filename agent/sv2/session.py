@@ -33,6 +33,7 @@ import structlog
 
 from hashbay import __version__
 from hashbay.agent import stratum_protocol as sp
+from hashbay.agent.pool_judge import UNANSWERED, PoolJudge
 from hashbay.agent.pool_work import Share, Template
 from hashbay.agent.quoting import quote
 from hashbay.agent.stratum_client import (
@@ -42,6 +43,7 @@ from hashbay.agent.stratum_client import (
     PoolCounters,
     PoolError,
     PoolProtocolError,
+    PoolUnproductive,
     ReconnectRequested,
     StratumSettings,
 )
@@ -114,6 +116,7 @@ class Sv2Session:
         hashrate: Callable[[], float] = lambda: 0.0,
         hashrate_check_s: float = HASHRATE_CHECK_S,
         wall_clock: Callable[[], float] = time.time,
+        judge: PoolJudge | None = None,
     ) -> None:
         """Takes what a V1 session takes, so the pool manager opens both alike; a V2 pool
         has no password (the channel's user identity is the worker) and no TLS (Noise
@@ -128,6 +131,7 @@ class Sv2Session:
         self._on_work = on_work
         self._rolling = configure and settings.version_rolling
         self._hashrate = hashrate
+        self._judge = judge or PoolJudge(settings.judge)
         self._hashrate_check_s = hashrate_check_s
         self._wall_clock = wall_clock
         self._log = log.bind(pool=name or endpoint.address, protocol="sv2")
@@ -183,7 +187,9 @@ class Sv2Session:
             del self._sent[next(iter(self._sent))]
             self.counters.unanswered += 1
         sequence = next(self._sequence) & 0xFFFF_FFFF
-        self._sent[sequence] = _Sent(share, time.monotonic())
+        now = time.monotonic()
+        self._sent[sequence] = _Sent(share, now)
+        self._judge.sent(now)
         self._send(
             m.SubmitSharesExtended(
                 channel_id=self._channel_id,
@@ -391,6 +397,8 @@ class Sv2Session:
                     break
                 del self._sent[sequence]
                 self.counters.unanswered += 1
+                self._judged(self._judge.refused(UNANSWERED))
+            self._judged(self._judge.idle_verdict(now))
             if now >= next_rate and self.ready and self._channel_id is not None:
                 next_rate = now + self._hashrate_check_s
                 rate = self._nominal_hashrate()
@@ -570,6 +578,7 @@ class Sv2Session:
             counters.accepted_difficulty += sent.share.difficulty
             counters.best_share = max(counters.best_share, sent.share.difficulty)
             counters.last_share_at = time.time()
+            self._judge.accepted()
         if acknowledged and not self._accepted_once:
             self._accepted_once = True
             self._log.info("first share accepted", batch=acknowledged)
@@ -588,6 +597,13 @@ class Sv2Session:
         self.counters.rejected_difficulty += sent.share.difficulty
         if self.counters.reject(reason):
             self._log.warning("share rejected", reason=reason, job=sent.share.job_id)
+        self._judged(self._judge.refused(reason))
+
+    @staticmethod
+    def _judged(verdict: str | None) -> None:
+        """A pool judged useless (by what it delivers) is given up like a failed one."""
+        if verdict is not None:
+            raise PoolUnproductive(verdict)
 
     # -- writing ---------------------------------------------------------------------------
 
