@@ -91,7 +91,11 @@ class Agent:
         self.controls = ControlStore(Path(config.agent.state_dir) / "controls.json")
         for problem in self.controls.problems:
             self._state_dropped("controls")(problem)
-        self.sweep = SensorSweep(self.rig.call, config.protection.check_interval_s)
+        self.sweep = SensorSweep(
+            self.rig.call,
+            config.protection.check_interval_s,
+            backup_interval_s=config.protection.backup_interval_s,
+        )
         self.controllers: list[SlotController] = []
         self.thermal = build_thermal(
             config,
@@ -354,6 +358,7 @@ class Agent:
         self.rig.bind_loop(loop)
         for controller in self.controllers:
             self.rig.on_presence_edge(controller.index, controller.presence_edge)
+            self.rig.on_alert(controller.index, controller.alert_tripped)
 
         def on_stall(reason: str) -> None:
             self.rig.safe_state()

@@ -70,6 +70,7 @@ class Rig:
         self.psu = Psu(buses.i2c, config.hardware.psu_address, pec=pec)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._presence_listeners: dict[int, Callable[[], None]] = {}
+        self._alert_listeners: dict[int, Callable[[], None]] = {}
         self.slots = [
             SlotHardware(
                 i,
@@ -80,7 +81,8 @@ class Rig:
                 pec=pec,
                 debounce_s=config.hardware.presence_debounce_s,
                 clock=buses.clock,
-                on_presence_edge=self._edge_callback(i),
+                on_presence_edge=self._relay(self._presence_listeners, i),
+                on_alert=self._relay(self._alert_listeners, i),
                 bus_errors=buses.i2c.errors,
             )
             for i, s in enumerate(config.slot)
@@ -98,14 +100,18 @@ class Rig:
         """Run `listener` in the event loop whenever slot's presence line moves."""
         self._presence_listeners[slot] = listener
 
-    def _edge_callback(self, slot: int) -> Callable[[], None]:
-        def edge() -> None:  # runs in the GPIO library's (or the simulator's) thread
-            listener = self._presence_listeners.get(slot)
+    def on_alert(self, slot: int, listener: Callable[[], None]) -> None:
+        """Run `listener` in the event loop after slot's alert line has cut its power."""
+        self._alert_listeners[slot] = listener
+
+    def _relay(self, listeners: dict[int, Callable[[], None]], slot: int) -> Callable[[], None]:
+        def relay() -> None:  # runs in the GPIO library's (or the simulator's) thread
+            listener = listeners.get(slot)
             loop = self._loop
             if listener is not None and loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(listener)
 
-        return edge
+        return relay
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run blocking bus I/O on the hardware thread. Each call is timed from when the

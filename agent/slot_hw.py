@@ -16,12 +16,12 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import SlotSection
+from hashbay.agent.config import NOT_WIRED, SlotSection
 from hashbay.drivers.eeprom import BoardIdentity, Eeprom24C02
 from hashbay.drivers.envelope import SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, ProtocolError
 from hashbay.drivers.i2c import BusErrors, DeviceCounts, I2CBus
-from hashbay.drivers.lm75 import TemperatureSensor
+from hashbay.drivers.lm75 import AlertLimits, TemperatureSensor
 from hashbay.drivers.pmbus import DcDc, DcDcTelemetry, HotSwap, HotSwapTelemetry
 from hashbay.drivers.slot_pins import SlotPins
 
@@ -51,6 +51,7 @@ class SlotHardware:
         debounce_s: float,
         clock: Callable[[], float],
         on_presence_edge: Callable[[], None] | None = None,
+        on_alert: Callable[[], None] | None = None,
         bus_errors: BusErrors | None = None,
     ) -> None:
         self.index = index
@@ -65,6 +66,8 @@ class SlotHardware:
             debounce_s=debounce_s,
             clock=clock,
             on_presence_edge=on_presence_edge,
+            alert_pin=None if config.alert_pin == NOT_WIRED else config.alert_pin,
+            on_alert=on_alert,
         )
         name = f"slot {index}"
         self.hotswap = HotSwap(bus, index, config.hotswap_address, envelope, pec=pec)
@@ -98,6 +101,13 @@ class SlotHardware:
         present sets again at once and is caught as before. (The module's DC-DC is off
         the bus until powered; `rail_on` clears it.)"""
         self.hotswap.clear_faults()
+
+    def arm_alerts(self, over_c: float, release_c: float, fault_queue: int) -> AlertLimits:
+        """Program every sensor's OS/ALERT comparator (they share the slot's alert line)
+        and prove each took it; returns what the first one holds (they all hold the same).
+        Raises HardwareError or ProtocolError naming the sensor that did not."""
+        armed = [sensor.arm_alert(over_c, release_c, fault_queue) for sensor in self.sensors]
+        return armed[0]
 
     def hotswap_on(self) -> None:
         """Enable line first (the backplane's hard switch), then OPERATION on."""

@@ -250,6 +250,14 @@ class SlotController:
         """Called (in the loop) when the presence line moved; re-checked after debounce."""
         self._present_changed.set()
 
+    def alert_tripped(self) -> None:
+        """Called (in the loop) after the module's over-temperature line cut its power in
+        the pin callback: the state machine follows the hardware."""
+        if self._guarded:
+            limit = self._svc.protection.cutoff_c if self._svc.protection else None
+            at = f" ({limit:g} °C)" if limit is not None else ""
+            self._cut(f"over temperature: the board's sensors tripped their hardware limit{at}")
+
     async def prepare_swap(self) -> SlotState:
         if self.state is SlotState.EMPTY:
             raise CommandRefused(f"slot {self.index} is empty")
@@ -476,6 +484,8 @@ class SlotController:
         except SafetyViolation as exc:
             await self._untrusted(str(exc))
             return
+        if not await self._arm_alerts():
+            return
         self.identity = identity
         self._log = log.bind(slot=self.index, serial=identity.serial)
         limits = self._svc.envelope.board(self.index)
@@ -520,6 +530,32 @@ class SlotController:
             model=identity.model,
         )
 
+    async def _arm_alerts(self) -> bool:
+        """Program the sensors' hardware over-temperature cut (where the alert line is
+        wired) before the module is ever powered; False after faulting it if they would
+        not take it: a board that cannot cut itself is not powered."""
+        settings = self._svc.protection
+        if settings is None or not self.hw.pins.has_alert:
+            return True
+        over_c, release_c = settings.cutoff_c, settings.cutoff_c - settings.hysteresis_c
+        try:
+            armed = await self._svc.call(
+                lambda: self.hw.arm_alerts(over_c, release_c, settings.alert_fault_queue)
+            )
+        except ProtocolError as exc:  # a part that does not keep its limits: service
+            await self._fault(f"over-temperature cut not armed: {exc}", retry=False)
+            return False
+        except HardwareError as exc:
+            await self._fault(f"over-temperature cut not armed: {exc}")
+            return False
+        self._log.info(
+            "over-temperature cut armed",
+            over_c=armed.over_c,
+            release_c=armed.release_c,
+            fault_queue=armed.fault_queue,
+        )
+        return True
+
     async def _untrusted(self, why: str) -> None:
         self._fault_retry = False  # only a technician's reset (or a new module) retries
         self._svc.envelope.forget_board(self.index)
@@ -541,6 +577,9 @@ class SlotController:
             if self.status.detail != detail:
                 self._set_status(detail=detail)
             await asyncio.sleep(2.0)
+        if self.hw.pins.alert_asserted:
+            await self._fault("over-temperature alert asserted: too hot to power up")
+            return
         self._start_guard()
         volts = self._planned().board_v
         try:
@@ -980,7 +1019,7 @@ class SlotController:
         self._tier = Tier.OK
         self._unreadable = ()
         self._guarded = True
-        sweep.watch(self.index, self.hw, self._on_reading)
+        sweep.watch(self.index, self.hw, self._on_reading, backed=self.hw.pins.has_alert)
 
     def _stop_guard(self) -> None:
         self._guarded = False

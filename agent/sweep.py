@@ -1,9 +1,13 @@
-"""The protection fast path's eyes: every powered board's sensors, read in one sweep.
+"""The protection sweep: every powered board's sensors, read in one trip to the bus.
 
 One trip to the hardware thread per period for all boards (not one per board) keeps the
-20 ms path cheap on a Pi-class CPU; each board's controller judges its own readings at
-once, in the loop, and cuts its power itself. Rail status words cost more bus traffic
-and latch in the converters anyway, so they are read every few sweeps.
+path cheap on a Pi-class CPU; each board's controller judges its own readings at once, in
+the loop, and cuts its power itself. Rail status words cost more bus traffic and latch in
+the converters anyway, so they are read every few sweeps.
+
+A board whose sensors' comparators cut it in hardware (a wired alert line) needs the
+sweep only as a backup and for the warn and throttle tiers: while every watched board is
+so backed, the sweep runs at the slower `backup_interval_s`.
 """
 
 from __future__ import annotations
@@ -32,20 +36,36 @@ class SensorSweep:
         call: Callable[[Callable[[], Any]], Awaitable[Any]],
         interval_s: float,
         *,
+        backup_interval_s: float | None = None,
         rails_every: int = 8,
     ) -> None:
         self._call = call
-        self.interval_s = interval_s
+        self.fast_interval_s = interval_s
+        self.backup_interval_s = backup_interval_s if backup_interval_s is not None else interval_s
+        self._backed: set[int] = set()
         self._rails_every = rails_every
         self._watched: dict[int, tuple[Watched, OnReading]] = {}
         self.sweeps = 0
 
-    def watch(self, slot: int, hw: Watched, on_reading: OnReading) -> None:
-        """From the next sweep on, `on_reading(temps, rail_fault)` gets slot's readings."""
+    def watch(self, slot: int, hw: Watched, on_reading: OnReading, *, backed: bool = False) -> None:
+        """From the next sweep on, `on_reading(temps, rail_fault)` gets slot's readings;
+        `backed`: its over-temperature cut is in hardware."""
         self._watched[slot] = (hw, on_reading)
+        if backed:
+            self._backed.add(slot)
+        else:
+            self._backed.discard(slot)
 
     def unwatch(self, slot: int) -> None:
         self._watched.pop(slot, None)
+        self._backed.discard(slot)
+
+    @property
+    def interval_s(self) -> float:
+        """The fast period while any watched board has only this sweep to cut it."""
+        if self._watched.keys() <= self._backed:
+            return self.backup_interval_s
+        return self.fast_interval_s
 
     async def run(self) -> None:
         while True:

@@ -1,8 +1,13 @@
-"""The GPIO lines of one hashboard slot: presence, power enable, chain reset, locate LED.
+"""The GPIO lines of one hashboard slot: presence, power enable, chain reset, locate LED,
+and (where wired) the module's over-temperature alert.
 
 Presence comes from a contact that bounces when a module slides in or out, so the raw
 level is only believed once it has held still for the debounce time. Edges are timed in
 the pin callback; the decision is made when someone asks, so there is no thread here.
+
+The alert line is the sensors' OS/ALERT output (open drain, pulled up, low when hot). Its
+falling edge drops the power enable in the pin callback itself — the GPIO library's
+thread, no bus, no event loop — and only then tells the rest of the agent.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gpiozero import LED, DigitalInputDevice, DigitalOutputDevice
+
+from hashbay.drivers.errors import SafetyViolation
 
 
 class SlotPins:
@@ -29,6 +36,8 @@ class SlotPins:
         debounce_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
         on_presence_edge: Callable[[], None] | None = None,
+        alert_pin: int | None = None,
+        on_alert: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._debounce_s = debounce_s
@@ -45,6 +54,27 @@ class SlotPins:
         self._stable = bool(self._presence.is_active)
         self._presence.when_activated = self._edge
         self._presence.when_deactivated = self._edge
+        self._on_alert = on_alert
+        self._alert: DigitalInputDevice | None = None
+        if alert_pin is not None:
+            self._alert = DigitalInputDevice(alert_pin, pull_up=True, pin_factory=pin_factory)
+            self._alert.when_activated = self._alerted
+
+    def _alerted(self) -> None:
+        """The module is over its limit (in the GPIO library's thread): power off first."""
+        self.safe()
+        if self._on_alert is not None:
+            self._on_alert()
+
+    @property
+    def has_alert(self) -> bool:
+        """Whether the over-temperature alert line is wired."""
+        return self._alert is not None
+
+    @property
+    def alert_asserted(self) -> bool:
+        """Whether the alert line says over temperature now (False when not wired)."""
+        return self._alert is not None and bool(self._alert.is_active)
 
     def _edge(self) -> None:
         with self._lock:
@@ -82,6 +112,11 @@ class SlotPins:
         return bool(self._power.is_active)
 
     def enable_power(self, on: bool) -> None:
+        """Switch the slot's power enable; never on while the alert line says too hot."""
+        if on and self.alert_asserted:
+            raise SafetyViolation(
+                "power enable refused: the module's over-temperature alert is asserted"
+            )
         self._power.value = on
 
     @property
@@ -108,5 +143,6 @@ class SlotPins:
         self._reset.on()
 
     def close(self) -> None:
-        for device in (self._led, self._reset, self._power, self._presence):
-            device.close()
+        for device in (self._led, self._reset, self._power, self._presence, self._alert):
+            if device is not None:
+                device.close()

@@ -122,3 +122,41 @@ def test_sim_pins_keep_a_bounded_history(factory: Any) -> None:
         tach.drive_low()
         tach.drive_high()
     assert len(tach.states) <= 256
+
+
+def test_an_alert_edge_drops_power_in_the_callback_and_then_tells_the_agent(
+    factory: Any,
+) -> None:
+    told: list[bool] = []
+    pins = SlotPins(17, 27, 22, 23, factory, alert_pin=5, on_alert=lambda: told.append(True))
+    pins.enable_power(True)
+    pins.hold_reset(False)
+    alert = factory.pin(5)
+
+    def asserted() -> bool:  # read afresh each time (mypy would narrow a property)
+        return pins.alert_asserted
+
+    def powered() -> bool:
+        return pins.power_enabled
+
+    assert not asserted()
+    alert.drive_low()  # a sensor's open-drain output pulls the line down: too hot
+    # By the time anyone is told, the hardware is already off (no loop, no bus needed).
+    assert told == [True]
+    assert not powered() and pins.in_reset
+    assert asserted()
+    with pytest.raises(SafetyViolation, match="over-temperature alert"):
+        pins.enable_power(True)
+    assert not factory.pin(27).state
+    alert.drive_high()  # cooled below T_HYST: the comparator lets go
+    pins.enable_power(True)
+    assert powered()
+    pins.close()
+
+
+def test_a_slot_without_an_alert_line_never_reports_one(factory: Any) -> None:
+    pins = SlotPins(17, 27, 22, 23, factory)
+    assert not pins.has_alert and not pins.alert_asserted
+    pins.enable_power(True)
+    assert pins.power_enabled
+    pins.close()

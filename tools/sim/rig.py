@@ -24,11 +24,12 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import Config
+from hashbay.agent.config import NOT_WIRED, Config
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.fans import SimFan
 from hashbay.tools.sim.faults import FaultCommand, ScheduledFault, load_scenario
 from hashbay.tools.sim.i2c import SimI2CBus
+from hashbay.tools.sim.irq import IrqLines
 from hashbay.tools.sim.module import ModuleSpec, SimModule
 from hashbay.tools.sim.pins import sim_pin_factory
 from hashbay.tools.sim.pmbus_devices import SimHotSwap, SimPsu
@@ -136,6 +137,12 @@ class SimSlot:
         self.presence_pin = rig.pin_factory.pin(config.presence_pin)
         self.power_pin = rig.pin_factory.pin(config.power_pin)
         self.reset_pin = rig.pin_factory.pin(config.reset_pin)
+        # The sensors' OS/ALERT outputs, open drain and wired together, pulled up: high
+        # unless a seated module's sensor pulls it low.
+        self.alert_pin = (
+            rig.pin_factory.pin(config.alert_pin) if config.alert_pin != NOT_WIRED else None
+        )
+        self.alert_low = False
         self.line = PtyLine(rig.rng)
         self.module: SimModule | None = None
         self.shelf: SimModule | None = None  # the module last pulled from here
@@ -171,6 +178,7 @@ class SimRig:
             sim.chip_model, sim.chips_per_board, sim.chips_per_domain, sim.ticket_zero_bits
         )
         self.i2c = SimI2CBus(rng=random.Random(sim.seed + 1))
+        self.irq = IrqLines()
         self.pin_factory = sim_pin_factory()
         self.psu = SimPsu(config.hardware.psu_address, efficiency=physics.psu_efficiency)
         self.i2c.attach(self.psu.address, self.psu)
@@ -208,6 +216,7 @@ class SimRig:
         """Run in real time (scaled) on a thread of its own."""
         if self._thread is not None:
             return
+        self.irq.start()
         self.clock.run()
         self._last_physics = self._last_fans = self.clock.now()
         self._thread = threading.Thread(target=self._run, name="sim-rig", daemon=True)
@@ -218,6 +227,7 @@ class SimRig:
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
+        self.irq.stop()
         self.clock.freeze()
         for slot in self.slots:
             slot.line.close()
@@ -311,9 +321,27 @@ class SimRig:
                     slot.bounce = None
             # Board pull-downs: an undriven enable is off, an undriven reset holds reset.
             slot.hotswap.enable_pin = self._pin_high(slot.power_pin, undriven=False)
+            self._drive_alert(slot)  # a module pulled or seated moves the line too
         for watch in self.watches:
             crossed = watch.crossed_at is not None and watch.cut_at is None
             if crossed and not self.slots[watch.slot].hotswap.enable_pin:
+                watch.cut_at = time.monotonic()
+
+    def _drive_alert(self, slot: SimSlot) -> None:
+        """Move the slot's alert line to what its module's sensors say, if it changed."""
+        if slot.alert_pin is None or slot.alert_pin.function != "input":
+            return
+        low = slot.module is not None and any(s.pulls_os_low for s in slot.module.sensors)
+        if low != slot.alert_low:
+            slot.alert_low = low
+            self.irq.drive(slot.alert_pin, not low, after=self._stamp_cuts)
+
+    def _stamp_cuts(self) -> None:
+        """Right after an alert edge's host callbacks ran: did they drop an enable line?"""
+        for watch in self.watches:
+            pin = self.slots[watch.slot].power_pin
+            dropped = pin.function != "output" or not pin.state
+            if watch.crossed_at is not None and watch.cut_at is None and dropped:
                 watch.cut_at = time.monotonic()
 
     def _check_watches(self) -> None:
@@ -382,6 +410,9 @@ class SimRig:
         module.dcdc.step(dt)
         reset_released = self._pin_high(slot.reset_pin, undriven=False)
         module.step(dt, airflow=airflow, ambient_c=self.ambient_c, reset_released=reset_released)
+        for sensor in module.sensors:
+            sensor.convert()
+        self._drive_alert(slot)
         hotswap.load_w = module.input_w()
         return hotswap.pin_w
 
