@@ -3,23 +3,30 @@ cut-off temperature to its power being off; curtail command to boards asleep; re
 command to every board back at its full clock; power target to PSU input held.
 
 Times are taken by the simulator from outside the agent: the moment a board's sensor
-register first shows the cut-off, and the moment the slot's enable line is seen low (the
-simulator samples its pins every 10 ms, so figures include up to 10 ms of that).
+register first shows the cut-off, and the moment the slot's enable line is low. With the
+sensors' alert lines wired (the hardware comparator), that is seen right after the
+agent's pin callback returns on the simulator's interrupt thread; with the software
+sweep alone, when the simulator next samples its pins (every 10 ms, so those figures
+include up to 10 ms of that). The cut is timed idle and beside two CPU hogs at the
+agent's priority (separate processes, as a busy controller's other services would be).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
-from hashbay.agent.config import Config
+from hashbay.agent.config import NOT_WIRED, Config
 from hashbay.agent.governor import Mode
 from hashbay.agent.logsetup import configure_logging
 from hashbay.agent.sdnotify import SystemdNotifier
@@ -30,14 +37,23 @@ from hashbay.tools.sim.configs import in_process_config
 from hashbay.tools.sim.rig import SimRig
 
 CUT_SAMPLES = 30
+SIM_ALERT_PINS = (2, 3, 4)  # lines the simulated controller has free
+HOGS = 2
 CURTAIL_CYCLES = 5
 T = TypeVar("T")
 
 
-def _config(scratch: Path, *, chips: int, time_scale: float) -> Config:
-    """The packaged rig at its own timings; protection may restart a board often."""
+def _config(scratch: Path, *, chips: int, time_scale: float, alert: bool | None = None) -> Config:
+    """The packaged rig at its own timings; protection may restart a board often.
+    `alert`: wire (True) or unwire (False) every slot's alert line; None as packaged."""
     domain = 3 if chips % 3 == 0 and chips > 60 else 1  # keeps the rail near 13 V
     config = in_process_config(scratch, chips=chips, chips_per_domain=domain, time_scale=time_scale)
+    if alert is not None:
+        slots = tuple(
+            dataclasses.replace(slot, alert_pin=pin if alert else NOT_WIRED)
+            for slot, pin in zip(config.slot, SIM_ALERT_PINS, strict=False)
+        )
+        config = dataclasses.replace(config, slot=slots)
     return dataclasses.replace(
         config,
         protection=dataclasses.replace(
@@ -138,17 +154,38 @@ async def _run_agent(config: Config, work: Callable[[Agent, SimRig], Awaitable[T
         await asyncio.wait_for(task, 30)
 
 
+@contextlib.contextmanager
+def _cpu_hogs(count: int) -> Iterator[None]:
+    """Busy loops in processes of their own, at our priority, for as long as inside."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def run() -> list[Figure]:
     figures = []
     with tempfile.TemporaryDirectory() as tmp, (Path(tmp) / "agent.log").open("w") as log:
         configure_logging("warning", stream=log, fmt="json")
         # Boards heat and cool 10x faster than real, so 30 trips take a minute or two.
-        cut_config = _config(Path(tmp) / "cut", chips=42, time_scale=10)
+        cut_config = _config(Path(tmp) / "cut", chips=42, time_scale=10, alert=True)
         latencies = asyncio.run(_run_agent(cut_config, _cut_latencies))
+        with _cpu_hogs(HOGS):
+            loaded_config = _config(Path(tmp) / "loaded", chips=42, time_scale=10, alert=True)
+            loaded = asyncio.run(_run_agent(loaded_config, _cut_latencies))
+        sweep_config = _config(Path(tmp) / "sweep", chips=42, time_scale=10, alert=False)
+        swept = asyncio.run(_run_agent(sweep_config, _cut_latencies))
         figures += [
             Figure("cutoff_to_power_off_p50", percentile(latencies, 0.5) * 1000, "ms"),
             Figure("cutoff_to_power_off_p99", percentile(latencies, 0.99) * 1000, "ms", "< 50 ms"),
             Figure("cutoff_to_power_off_max", max(latencies) * 1000, "ms"),
+            Figure("cutoff_under_load_p50", percentile(loaded, 0.5) * 1000, "ms"),
+            Figure("cutoff_under_load_p99", percentile(loaded, 0.99) * 1000, "ms", "< 50 ms"),
+            Figure("cutoff_sweep_only_p50", percentile(swept, 0.5) * 1000, "ms"),
+            Figure("cutoff_sweep_only_p99", percentile(swept, 0.99) * 1000, "ms"),
         ]
         # The full rig in real time for demand response and the power target.
         full = _config(Path(tmp) / "full", chips=126, time_scale=1)
