@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hashbay.agent.config import EMC2305, Config
+from hashbay.tools.sim.emc2305 import SimEmc2305
+from hashbay.tools.sim.i2c import SimI2CBus
 from hashbay.tools.sim.physics import fan_noise_dba
 
 PULSES_PER_REV = 2
@@ -168,3 +171,23 @@ class SimFan:
         if not 0.0 < factor <= 1.0:
             raise ValueError(f"wear factor {factor} must be in (0, 1]")
         self._health = factor
+
+
+def wire_fans(
+    config: Config, pin_factory: Any, i2c: SimI2CBus, clock: Callable[[], float]
+) -> tuple[list[SimFan], SimEmc2305 | None]:
+    """The rig's fans wired as the config says: each on its own pins, or all on the
+    channels of a fan controller attached to the I2C bus (returned, for stepping)."""
+    if config.hardware.fan_backend != EMC2305:
+        return [SimFan(pin_factory, *fan.pins) for fan in config.fan], None
+    controller = SimEmc2305(config.hardware.fan_controller_address, clock)
+    i2c.attach(controller.address, controller)
+    fans = []
+    for fan_config in config.fan:
+        channel = fan_config.channel
+        if channel is None:
+            raise ValueError("a fan on the fan controller needs its channel")
+        fan = SimFan(pin_factory, None, None, drive=controller.drive(channel))
+        controller.connect(channel, fan)
+        fans.append(fan)
+    return fans, controller
