@@ -2,8 +2,10 @@
 
 All blocking bus traffic runs on one worker thread (`call`), so transactions never
 interleave on a bus and never block the event loop. `safe_state` is the exception: it
-may run from any thread (stall guard, shutdown deadline) and must never raise; it only
-touches GPIO, which cuts power at the hot-swap controllers without needing the I2C bus.
+may run from any thread (stall guard, shutdown deadline) and must never raise; it first
+cuts power at the hot-swap controllers over GPIO, without needing the I2C bus, then sets
+the fans (over I2C with the `emc2305` backend: if that bus is stuck, the controller's
+own watchdog runs the fans at full speed).
 """
 
 from __future__ import annotations

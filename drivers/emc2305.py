@@ -94,12 +94,13 @@ def tach_rpm(high: int, low: int, multiplier: int = RANGE_MULTIPLIER) -> float:
 
 
 def drive_value(duty: float, low: float, high: float) -> int:
-    """The FAN SETTING value nearest `duty`, stepped inside low..high if rounding left it."""
+    """The FAN SETTING value nearest `duty`, stepped inside low..high if rounding left it
+    (limits closer than one step apart get the value above: more air, not less)."""
     value = round(duty * DRIVE_MAX)
-    if value / DRIVE_MAX < low:
-        value += 1
     if value / DRIVE_MAX > high:
         value -= 1
+    if value / DRIVE_MAX < low:
+        value += 1
     return value
 
 

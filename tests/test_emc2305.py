@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from hashbay.drivers.emc2305 import ControllerFan, Emc2305, tach_rpm
+from hashbay.drivers.emc2305 import ControllerFan, Emc2305, drive_value, tach_rpm
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, SafetyViolation
 from hashbay.drivers.i2c import LockedI2C
@@ -174,6 +174,7 @@ def test_the_register_step_rounds_towards_the_inside_of_the_limits() -> None:
     assert written == pytest.approx(55 / 255)
     fans[0].set_duty(0.9)
     assert bench.register(0x30) == 229  # 230 would be 0.902, above the maximum
+    assert drive_value(0.5, 0.5, 0.5) == 128  # no step fits: the one with more air
 
 
 def test_bus_errors_raise_hardware_errors_that_name_the_part(bench: Bench) -> None:

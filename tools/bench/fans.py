@@ -10,6 +10,14 @@ the bus (taken out), and the agent's gpiozero edge callbacks, its tach counting,
 the simulator's thread when a simulated fan pulses its pin (put back: on a Pi they run
 in the GPIO library's thread, inside the agent). Both are timed with the thread CPU clock
 where they happen and read from the simulator's status.
+
+The whole agent's figure moves by a few tenths of a percent from run to run, as much as
+the fans' share of it, so the fan path alone is also timed in this process: the edge
+callbacks per tach pulse (pulsing a listened-to pin less pulsing a bare one: the
+simulator's status counts the mock pin's own work as the agent's too) and a GPIO fan's
+read, against a controller fan's read less
+the simulated part's own time, scaled to four fans at the speed the rig's fans ran and
+one poll a second.
 """
 
 from __future__ import annotations
@@ -26,12 +34,23 @@ from pathlib import Path
 from typing import Any
 
 from hashbay.agent.config import default_config_path
+from hashbay.drivers.emc2305 import Emc2305
+from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
+from hashbay.drivers.fan import Fan, FanDevice
+from hashbay.drivers.i2c import LockedI2C
 from hashbay.tools.bench import Figure
 from hashbay.tools.sim.control import request
+from hashbay.tools.sim.emc2305 import SimEmc2305
+from hashbay.tools.sim.i2c import SimI2CBus
+from hashbay.tools.sim.pins import sim_pin_factory
 
 STEADY_S = 60.0
 SETTLE_S = 10.0
 READY_TIMEOUT_S = 180.0
+FANS = ((12, 16), (13, 20), (18, 21), (19, 26))  # the packaged rig's PWM and tach pins
+BARE_PIN = 5  # a pin none of them uses
+PULSES = 20_000  # per fan, for the callbacks' cost
+POLLS = 2_000  # reads of every fan, for the reads' cost
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -167,11 +186,99 @@ def shares(start: Sample, end: Sample) -> dict[str, float]:
     }
 
 
+@dataclass
+class Spinning:
+    """A rotor at a fixed speed, for the simulated controller to time."""
+
+    rpm: float
+
+
+class Ticks:
+    """A clock that moves a second per poll, so every GPIO read closes a full window."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _envelope() -> SafetyEnvelope:
+    return SafetyEnvelope(FanLimits(0.2, 1.0), BoardLimits(11, 15.5, 50, 800, 1800), 5500)
+
+
+def _reads_s(fans: list[FanDevice], ticks: Ticks) -> float:
+    """Thread CPU seconds for one poll of every fan."""
+    started = time.thread_time()
+    for _ in range(POLLS):
+        ticks.now += 1.0
+        for fan in fans:
+            fan.read()
+    return (time.thread_time() - started) / POLLS
+
+
+def _pulses_s(pin: Any) -> float:
+    """Thread CPU seconds to pulse a tach pin PULSES times, callbacks included."""
+    started = time.thread_time()
+    for _ in range(PULSES):
+        pin.drive_low()
+        pin.drive_high()
+    return time.thread_time() - started
+
+
+def gpio_fan_path() -> tuple[float, float]:
+    """(CPU seconds of the edge callbacks per tach pulse, of one poll of four fans)."""
+    factory, ticks = sim_pin_factory(), Ticks()
+    fans: list[FanDevice] = [
+        Fan(f"fan{i}", pwm, tach, factory, _envelope(), clock=ticks)
+        for i, (pwm, tach) in enumerate(FANS)
+    ]
+    bare = factory.pin(BARE_PIN)
+    bare.function = "input"  # a tach line nobody listens to: the mock pin's own work
+    listened = sum(_pulses_s(factory.pin(tach)) for _, tach in FANS) / len(FANS)
+    per_pulse = max(0.0, listened - _pulses_s(bare)) / PULSES
+    poll = _reads_s(fans, ticks)
+    for fan in fans:
+        fan.close()
+    return per_pulse, poll
+
+
+def controller_fan_path(rpm: float) -> float:
+    """CPU seconds of one poll of four controller fans, less the simulated part's time."""
+    bus, ticks = SimI2CBus(), Ticks()
+    part = SimEmc2305(0x2F, ticks)
+    bus.attach(0x2F, part)
+    for channel in range(1, len(FANS) + 1):
+        part.connect(channel, Spinning(rpm))
+    chip = Emc2305(LockedI2C(bus), 0x2F, _envelope())
+    chip.configure(range(1, len(FANS) + 1))
+    fans: list[FanDevice] = [chip.fan(c, f"fan{c - 1}") for c in range(1, len(FANS) + 1)]
+    models = bus.cpu_on_host_threads_s
+    poll = _reads_s(fans, ticks)
+    return poll - (bus.cpu_on_host_threads_s - models) / POLLS
+
+
+def fan_path_figures(rpm: float) -> list[Figure]:
+    """The fan path alone at four fans turning at `rpm`, polled once a second."""
+    per_pulse, gpio_poll = gpio_fan_path()
+    pulses_per_s = len(FANS) * rpm / 60 * 2
+    controller_poll = controller_fan_path(rpm)
+    return [
+        Figure("tach_callbacks_per_pulse", per_pulse * 1e6, "µs"),
+        Figure("gpio_fans_read_per_poll", gpio_poll * 1e6, "µs"),
+        Figure("emc2305_fans_read_per_poll", controller_poll * 1e6, "µs"),
+        Figure("fan_path_cpu_gpio", (pulses_per_s * per_pulse + gpio_poll) * 100, "% of a core"),
+        Figure("fan_path_cpu_emc2305", controller_poll * 100, "% of a core"),
+    ]
+
+
 def run() -> list[Figure]:
     figures: list[Figure] = []
+    speeds: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in ("gpio", "emc2305"):
             share = shares(*measure(backend, Path(tmp)))
+            speeds.append(share["rpm"])
             figures += [
                 Figure(f"agent_cpu_{backend}_fans", share["agent"], "% of a core"),
                 Figure(f"sim_device_models_on_agent_{backend}", share["models"], "% of a core"),
@@ -179,4 +286,4 @@ def run() -> list[Figure]:
                 Figure(f"sim_speed_{backend}", share["sim_speed"], "simulated s per s", "1"),
                 Figure(f"fan_speed_mean_{backend}", share["rpm"], "rpm"),
             ]
-    return figures
+    return figures + fan_path_figures(sum(speeds) / len(speeds))
