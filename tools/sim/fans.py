@@ -11,7 +11,6 @@ can run faster than real time and replay exactly.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +71,6 @@ class SimFan:
         self._stalled = False
         self._pulse_debt = 0.0
         self.pulses_emitted = 0
-        self.host_callbacks_cpu_s = 0.0
 
     # -- what the fan sees and does ----------------------------------------------------
 
@@ -143,13 +141,16 @@ class SimFan:
             return  # something drives the line itself; an open collector cannot override it
         if tach.when_changed is None:
             return  # nobody counts edges: each pulse ends where it began, so skip the work
-        started = time.thread_time()
         for _ in range(pulses):
             tach.drive_low()
             tach.drive_high()
-        # Driving a mock pin runs the host's edge callbacks right here: host work done on
-        # the simulator's thread, which a benchmark must count as the host's.
-        self.host_callbacks_cpu_s += time.thread_time() - started
+
+    @property
+    def host_callbacks_cpu_s(self) -> float:
+        """CPU time the host's edge callbacks took when this fan pulsed its tach pin: host
+        work done on the simulator's thread, which a benchmark must count as the host's
+        (timed by the pin around the callbacks alone, not the mock pin's bookkeeping)."""
+        return float(getattr(self._tach, "callbacks_cpu_s", 0.0))
 
     # -- faults ------------------------------------------------------------------------
 
