@@ -13,11 +13,9 @@ where they happen and read from the simulator's status.
 
 The whole agent's figure moves by a few tenths of a percent from run to run, as much as
 the fans' share of it, so the fan path alone is also timed in this process: the edge
-callbacks per tach pulse (pulsing a listened-to pin less pulsing a bare one: the
-simulator's status counts the mock pin's own work as the agent's too) and a GPIO fan's
-read, against a controller fan's read less
-the simulated part's own time, scaled to four fans at the speed the rig's fans ran and
-one poll a second.
+callbacks per tach pulse (as the pins time them for the simulator's status) and a GPIO
+fan's read, against a controller fan's read less the simulated part's own time, scaled
+to four fans at the speed the rig's fans ran and one poll a second.
 """
 
 from __future__ import annotations
@@ -48,7 +46,6 @@ STEADY_S = 60.0
 SETTLE_S = 10.0
 READY_TIMEOUT_S = 180.0
 FANS = ((12, 16), (13, 20), (18, 21), (19, 26))  # the packaged rig's PWM and tach pins
-BARE_PIN = 5  # a pin none of them uses
 PULSES = 20_000  # per fan, for the callbacks' cost
 POLLS = 2_000  # reads of every fan, for the reads' cost
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -217,15 +214,6 @@ def _reads_s(fans: list[FanDevice], ticks: Ticks) -> float:
     return (time.thread_time() - started) / POLLS
 
 
-def _pulses_s(pin: Any) -> float:
-    """Thread CPU seconds to pulse a tach pin PULSES times, callbacks included."""
-    started = time.thread_time()
-    for _ in range(PULSES):
-        pin.drive_low()
-        pin.drive_high()
-    return time.thread_time() - started
-
-
 def gpio_fan_path() -> tuple[float, float]:
     """(CPU seconds of the edge callbacks per tach pulse, of one poll of four fans)."""
     factory, ticks = sim_pin_factory(), Ticks()
@@ -233,10 +221,12 @@ def gpio_fan_path() -> tuple[float, float]:
         Fan(f"fan{i}", pwm, tach, factory, _envelope(), clock=ticks)
         for i, (pwm, tach) in enumerate(FANS)
     ]
-    bare = factory.pin(BARE_PIN)
-    bare.function = "input"  # a tach line nobody listens to: the mock pin's own work
-    listened = sum(_pulses_s(factory.pin(tach)) for _, tach in FANS) / len(FANS)
-    per_pulse = max(0.0, listened - _pulses_s(bare)) / PULSES
+    pins = [factory.pin(tach) for _, tach in FANS]
+    for pin in pins:
+        for _ in range(PULSES):
+            pin.drive_low()
+            pin.drive_high()
+    per_pulse = sum(pin.callbacks_cpu_s for pin in pins) / (PULSES * len(FANS))
     poll = _reads_s(fans, ticks)
     for fan in fans:
         fan.close()
