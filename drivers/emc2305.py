@@ -54,7 +54,6 @@ MANUFACTURER_ID = 0xFE
 # Each channel's registers, at CHANNEL_BASE + CHANNEL_STRIDE * (channel - 1) + offset.
 CHANNEL_BASE = 0x30
 CHANNEL_STRIDE = 0x10
-CHANNEL_REGISTERS = 16
 FAN_SETTING = 0x0
 PWM_DIVIDE = 0x1
 FAN_CONFIG1 = 0x2
@@ -221,7 +220,7 @@ class Emc2305:
         """
         base = channel_register(channel, 0)
         status = i2c_msg.read(self.address, 1)
-        block = i2c_msg.read(self.address, CHANNEL_REGISTERS)
+        block = i2c_msg.read(self.address, TACH_READING_LOW + 1)  # setting .. tach
         try:
             self._bus.i2c_rdwr(
                 i2c_msg.write(self.address, bytes((FAN_STATUS,))),

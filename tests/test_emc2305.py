@@ -91,6 +91,29 @@ def test_configure_writes_the_datasheet_settings_and_starts_every_fan_at_full_dr
     assert [f.duty for f in bench.fans] == [1.0] * 4
 
 
+def test_configure_puts_back_what_a_previous_owner_changed(bench: Bench) -> None:
+    bench.part.write(bytes((0x2A, 0x1F, 0x1F, 0x0F, 0x3F)))  # inverted, push-pull, 2.4 kHz
+    bench.part.write(bytes((0x31, 0x04, 0x8B)))  # divide by 4, closed loop
+    bench.configure()
+    assert [bench.register(r) for r in (0x2A, 0x2B, 0x2C, 0x2D)] == [0x00] * 4
+    assert (bench.register(0x31), bench.register(0x32)) == (0x01, 0x0B)
+    assert bench.fans[0].duty == 1.0
+
+
+@pytest.mark.parametrize(
+    ("product", "model", "channels"),
+    [(0x34, "EMC2305", 5), (0x35, "EMC2303", 3), (0x36, "EMC2302", 2), (0x37, "EMC2301", 1)],
+)
+def test_each_member_of_the_family_is_known_with_its_channels(
+    product: int, model: str, channels: int
+) -> None:
+    bench = Bench(product_id=product)
+    bench.chip.configure(range(1, channels + 1))
+    assert (bench.chip.model, bench.chip.channels) == (model, channels)
+    with pytest.raises(HardwareError, match=rf"{model} with {channels} channel\(s\)"):
+        Bench(product_id=product).chip.configure(range(1, channels + 2))
+
+
 def test_a_duty_is_written_as_value_over_255_and_the_fan_follows(bench: Bench) -> None:
     fans = bench.configure()
     assert fans[0].set_duty(0.4) == pytest.approx(102 / 255)
@@ -109,8 +132,10 @@ def test_a_duty_is_written_as_value_over_255_and_the_fan_follows(bench: Bench) -
 
 def test_tach_bytes_decode_with_the_datasheet_formula() -> None:
     assert tach_rpm(0xFF, 0xF8) == 0.0  # power-on value: count saturated, no fan seen
-    assert tach_rpm(0x28, 0xF8) == pytest.approx(3_932_160 / 1311)  # count 1311
-    assert tach_rpm(0x05, 0x18) == pytest.approx(3_932_160 / 163)  # count 163: 24,000 rpm
+    assert tach_rpm(0x00, 0x00) == 0.0  # no count at all: nothing to divide by
+    assert tach_rpm(0x28, 0xF8) == 3_932_160 / 1311  # count 1311
+    assert tach_rpm(0x05, 0x18) == 3_932_160 / 163  # count 163: 24,000 rpm
+    assert tach_rpm(0x51, 0xE8, multiplier=2) == 3_932_160 * 2 / 2621  # RANGE 1000 rpm
 
 
 def test_the_simulated_tach_registers_hold_the_count_of_the_fan_speed() -> None:
@@ -153,6 +178,18 @@ def test_a_stalled_fan_is_reported_only_after_two_slow_readings(bench: Bench) ->
     assert fans[2].read().stalled
     assert not fans[1].read().stalled
     assert bench.register(0x25) & 0b0100  # the part flags it too (FAN STALL STATUS)
+    fresh = bench.chip.fan(3, "fan2 again")  # a first reading is one window, not two
+    assert not fresh.read().stalled
+    assert fresh.read().stalled
+
+
+def test_a_fan_commanded_off_is_not_stalled() -> None:
+    bench = Bench(envelope(0.0, 1.0))
+    fans = bench.configure()
+    fans[0].set_duty(0.0)
+    bench.run(10.0)
+    assert [fans[0].read().stalled for _ in range(3)] == [False] * 3
+    assert fans[0].read().rpm == 0.0
 
 
 def test_the_envelope_refuses_a_duty_before_anything_reaches_the_bus(bench: Bench) -> None:
@@ -163,6 +200,16 @@ def test_the_envelope_refuses_a_duty_before_anything_reaches_the_bus(bench: Benc
             fans[0].set_duty(duty)
     assert bench.bus.transactions == before
     assert bench.register(0x30) == 0xFF
+    with pytest.raises(SafetyViolation, match="fan controller channel 2 duty"):
+        bench.chip.set_duty(2, 0.1)  # named by its channel when no fan name is given
+
+
+def test_a_fan_reports_the_duty_last_written_to_it(bench: Bench) -> None:
+    fans = bench.configure()
+    fans[1].set_duty(0.4)
+    assert fans[1].duty == 102 / 255
+    assert fans[0].duty == 1.0
+    assert bench.chip.duty(5) == 0.0  # a channel never written
 
 
 def test_the_register_step_rounds_towards_the_inside_of_the_limits() -> None:
@@ -174,6 +221,7 @@ def test_the_register_step_rounds_towards_the_inside_of_the_limits() -> None:
     assert written == pytest.approx(55 / 255)
     fans[0].set_duty(0.9)
     assert bench.register(0x30) == 229  # 230 would be 0.902, above the maximum
+    assert drive_value(0.2, 0.2, 1.0) == 51  # exactly on the limit: no step needed
     assert drive_value(0.5, 0.5, 0.5) == 128  # no step fits: the one with more air
 
 
@@ -188,6 +236,8 @@ def test_bus_errors_raise_hardware_errors_that_name_the_part(bench: Bench) -> No
     bench.part.lost = True
     with pytest.raises(HardwareError, match="did not answer"):
         fans[1].read()
+    with pytest.raises(HardwareError, match=r"0x2f\) read manufacturer id: .*did not answer"):
+        bench.chip.configure(CHANNELS)
 
 
 def test_a_part_that_is_not_an_emc230x_is_refused() -> None:
