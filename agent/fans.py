@@ -32,7 +32,12 @@ def _gpio_fans(config: Config, buses: Buses, envelope: SafetyEnvelope) -> list[F
 
 def _controller_fans(config: Config, buses: Buses, envelope: SafetyEnvelope) -> list[FanDevice]:
     """Identify and set up the controller (every fan at full drive), then its fans."""
-    chip = Emc2305(buses.i2c, config.hardware.fan_controller_address, envelope)
+    chip = Emc2305(
+        buses.i2c,
+        config.hardware.fan_controller_address,
+        envelope,
+        on_restore=lambda what: log.warning("fan controller put right", what=what),
+    )
     channels = [_channel(fan) for fan in config.fan]
     chip.configure(channels)
     return [chip.fan(channel, f"fan{i}") for i, channel in enumerate(channels)]

@@ -21,7 +21,7 @@ How the part is set up (datasheet DS20006532A):
   the safe state for an agent that died, hung or lost the bus. A live agent reads every
   fan each poll, so it never lets the watchdog fire; when it has fired (or the chip was
   reset and lost its configuration), the next reading restores configuration and drives
-  and raises HardwareError saying what happened.
+  and says so to `on_restore`.
 - Before it is configured after power-up, the chip's power-up watchdog does the same:
   full drive four seconds after power-up unless the host wrote a drive first.
 """
@@ -29,7 +29,7 @@ How the part is set up (datasheet DS20006532A):
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from smbus2 import i2c_msg
 
@@ -69,6 +69,7 @@ PRODUCTS = {0x34: ("EMC2305", 5), 0x35: ("EMC2303", 3), 0x36: ("EMC2302", 2), 0x
 
 CONFIG_VALUE = CONFIG_DIS_TO | CONFIG_WD_EN
 FAN_CONFIG1_VALUE = 0b0_00_01_011  # ENAG off, RANGE 500 rpm (m = 1), 5 edges, 400 ms update
+RANGE_SHIFT = 5  # FAN CONFIG 1 bits 6-5: multiplier m = 1 << RANGE
 RANGE_MULTIPLIER = 1
 PWM_DIVIDE_VALUE = 1
 PWM_BASE_26KHZ = 0b00  # for every channel of PWM_BASE_123 and PWM_BASE_45
@@ -117,11 +118,15 @@ class Emc2305:
         envelope: SafetyEnvelope,
         *,
         name: str = "fan controller",
+        on_restore: Callable[[str], None] = lambda what: None,
     ) -> None:
+        """`on_restore` hears, in words, each time the part had to be put right (its
+        watchdog fired, or it was reset): the drivers do not log, the agent does."""
         self._bus = bus
         self.address = address
         self.name = name
         self._envelope = envelope
+        self._on_restore = on_restore
         self._lock = threading.Lock()
         self._drives: dict[int, int] = {}  # channel -> FAN SETTING the agent wrote
         self.model = ""
@@ -215,8 +220,9 @@ class Emc2305:
     def read_channel(self, channel: int) -> tuple[float, float]:
         """(duty the chip drives, rpm it measures) for one channel, in one transaction.
 
-        A fired watchdog or a configuration lost to a reset is put right here, then
-        reported as HardwareError: the fans ran on the chip's own terms meanwhile.
+        A fired watchdog or a configuration lost to a reset is put right here and told to
+        `on_restore`; the reading is what the part was doing until then (decoded with the
+        tach range it was using), the next one is under the agent's drive again.
         """
         base = channel_register(channel, 0)
         status = i2c_msg.read(self.address, 1)
@@ -232,16 +238,18 @@ class Emc2305:
             raise transaction_error(self.name, self.address, f"read fan {channel}", exc) from exc
         flags = message_bytes(status)[0]
         data = message_bytes(block)
+        config1 = data[FAN_CONFIG1]
         if flags & STATUS_WATCH:
             self._restore("its watchdog fired (no bus access for 4 s): every fan ran at 100 %")
-        if data[FAN_CONFIG1] != FAN_CONFIG1_VALUE:
+        elif config1 != FAN_CONFIG1_VALUE:
             self._restore("it lost its configuration (reset or power glitch)")
-        duty = data[FAN_SETTING] / DRIVE_MAX
-        return duty, tach_rpm(data[TACH_READING_HIGH], data[TACH_READING_LOW])
+        multiplier = 1 << (config1 >> RANGE_SHIFT & 0b11)
+        rpm = tach_rpm(data[TACH_READING_HIGH], data[TACH_READING_LOW], multiplier)
+        return data[FAN_SETTING] / DRIVE_MAX, rpm
 
     def _restore(self, what: str) -> None:
         self._apply()
-        raise HardwareError(
+        self._on_restore(
             f"{self.name} (0x{self.address:02x}): {what}; configuration and drives restored"
         )
 
@@ -285,7 +293,7 @@ class ControllerFan:
 
     def read(self) -> FanReading:
         """The chip's latest measurement (it times every revolution, so there is no window
-        to wait for); HardwareError if the bus fails or the chip needed putting right."""
+        to wait for); HardwareError if the bus fails."""
         duty, rpm = self._chip.read_channel(self.channel)
         slow = duty > 0 and rpm < self._stall_rpm
         reading = FanReading(duty=duty, rpm=rpm, stalled=slow and self._slow)

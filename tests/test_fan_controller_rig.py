@@ -1,7 +1,7 @@
 """The agent on the simulated rig with its fans on an EMC2305: driven and read through
 the controller on the I2C bus, a stall seen, a controller that stops answering (its
 watchdog runs the fans at full speed, the agent counts them as stalled), the safe state
-applied through it."""
+applied through it; and the self-test on the same wiring."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from hashbay.agent.app import Agent
 from hashbay.agent.config import Config, check_relations
 from hashbay.agent.fans import FanReader
 from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.selftest import render
+from hashbay.agent.selftest.report import Verdict
 from hashbay.drivers.emc2305 import ControllerFan, Emc2305
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.i2c import LockedI2C
@@ -27,6 +29,7 @@ from hashbay.tools.sim.i2c import SimI2CBus
 from hashbay.tools.sim.rig import SimRig
 
 from .support import Clock, rig_config
+from .test_selftest import QUICK, walk
 
 
 def controller_config(tmp_path: Path) -> Config:
@@ -141,3 +144,22 @@ def test_a_fan_unread_once_is_not_a_stall_but_twice_running_is() -> None:
     bus.clear_faults()
     again = reader.read_all()[0]
     assert (again.duty, again.stalled) == (1.0, False)
+
+
+def test_the_self_test_spins_fans_on_the_controller_and_claims_no_pins_for_them(
+    tmp_path: Path,
+) -> None:
+    config = controller_config(tmp_path)
+    config = dataclasses.replace(
+        config,
+        sim=dataclasses.replace(config.sim, modules=(0,), time_scale=10),
+        selftest=QUICK,
+    )
+    check_relations(config)
+    done = walk(config)
+    assert done.report.ok, render.table(done.report)
+    for fan in range(4):
+        assert done.find(f"fan {fan}", "speed").verdict is Verdict.PASS
+    assert not any(c.part.startswith("fan") and "pin" in c.data for c in done.report.checks)
+    assert "0x2f" in done.find("i2c").detail
+    assert "not in the config" not in done.find("i2c").detail
