@@ -35,10 +35,14 @@ from hashbay.agent.settings import (
     table,
 )
 from hashbay.agent.stratum_client import StratumSettings
+from hashbay.drivers import emc2305
 from hashbay.drivers.envelope import BoardLimits
 from hashbay.drivers.errors import ConfigError
 
 SIM = "sim"
+GPIO_FANS = "gpio"
+EMC2305 = "emc2305"
+FAN_BACKENDS = (GPIO_FANS, EMC2305)
 
 
 def i2c_address(default: Any, doc: str) -> Any:
@@ -52,6 +56,11 @@ NOT_WIRED = -1  # an optional pin that is not connected
 def pin(doc: str) -> Any:
     """A required Broadcom (BCM) GPIO number, as gpiozero names pins."""
     return setting(REQUIRED, doc, min=0, max=27)
+
+
+def optional_pin(doc: str) -> Any:
+    """A BCM GPIO number that only some wirings have (None: not wired)."""
+    return setting(None, doc, min=0, max=27)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +119,18 @@ class HardwareSection:
         True, "Use SMBus packet error checking (PEC) with the PSU, hot-swap and DC-DC devices."
     )
     psu_address: int = i2c_address(0x58, "PMBus address of the PSU.")
+    fan_backend: str = setting(
+        GPIO_FANS,
+        "How the fans are driven and measured: `gpio` (PWM and tachometer on controller "
+        "pins, one callback per tach pulse) or `emc2305` (a Microchip EMC2305-family fan "
+        "controller on the I2C bus drives them and measures the tachometers itself).",
+        choices=FAN_BACKENDS,
+    )
+    fan_controller_address: int = i2c_address(
+        0x2F,
+        "I2C address of the fan controller (`emc2305`): what its ADDR_SEL resistor straps, "
+        "one of 0x2c, 0x2d, 0x2e, 0x2f, 0x4c, 0x4d.",
+    )
     presence_debounce_s: float = setting(
         0.03,
         "A presence contact must hold its level this long before a module counts as seated "
@@ -171,8 +192,19 @@ class LimitsSection:
 
 @dataclass(frozen=True, kw_only=True)
 class FanSection:
-    pwm_pin: int = pin("BCM pin driving the fan's PWM input.")
-    tach_pin: int = pin("BCM pin reading the fan's tachometer.")
+    pwm_pin: int | None = optional_pin(
+        "BCM pin driving the fan's PWM input (`gpio` fans; required there)."
+    )
+    tach_pin: int | None = optional_pin(
+        "BCM pin reading the fan's tachometer (`gpio` fans; required there)."
+    )
+    channel: int | None = setting(
+        None,
+        "Fan controller channel the fan is wired to, PWMn/TACHn of the chip (`emc2305` "
+        "fans; required there).",
+        min=1,
+        max=5,
+    )
     rpm_max: float = setting(6000.0, "Speed at full duty.", unit="rpm", min=500, max=30000)
     dba_at_max: float = setting(
         69.0,
@@ -184,6 +216,13 @@ class FanSection:
     stop_duty: float = setting(
         0.1, "Below this duty the fan stands still; above it speed is proportional.", min=0, max=0.9
     )
+
+    @property
+    def pins(self) -> tuple[int, int]:
+        """(PWM, tach) pins of a `gpio` fan (the config check makes sure it has both)."""
+        if self.pwm_pin is None or self.tach_pin is None:
+            raise ConfigError("fan: a gpio fan needs pwm_pin and tach_pin")
+        return self.pwm_pin, self.tach_pin
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -535,7 +574,7 @@ def check_relations(config: Config) -> None:
         (f"slot[{i}].{k}", getattr(s, k)) for i, s in enumerate(config.slot) for k in _SLOT_PINS
     ]
     for key, pin in wired:
-        if pin == NOT_WIRED:
+        if pin is None or pin == NOT_WIRED:  # optional fan pins; an unwired alert line
             continue
         if pin in owners:
             raise ConfigError(f"{key}: pin {pin} is already used by {owners[pin]}")
@@ -547,6 +586,7 @@ def check_relations(config: Config) -> None:
     difficulty = config.chain.ticket_difficulty
     if difficulty & (difficulty - 1):
         raise ConfigError(f"chain.ticket_difficulty: must be a power of two, got {difficulty}")
+    _check_fans(config)
     _check_addresses(config)
     check_pools(config.pool, config.stratum)
     _check_windows(config)
@@ -566,8 +606,56 @@ def check_relations(config: Config) -> None:
         )
 
 
+def _check_fans(config: Config) -> None:
+    """Each fan wired the way the backend needs and no other: pins on GPIO, a channel of
+    its own on a controller, which must be touched well within its watchdog period."""
+    backend = config.hardware.fan_backend
+    wanted, unwanted = (
+        (_FAN_PINS, ("channel",)) if backend == GPIO_FANS else (("channel",), _FAN_PINS)
+    )
+    for n, fan in enumerate(config.fan):
+        for key in wanted:
+            if getattr(fan, key) is None:
+                raise ConfigError(f"fan[{n}].{key}: missing; hardware.fan_backend is {backend!r}")
+        for key in unwanted:
+            if getattr(fan, key) is not None:
+                raise ConfigError(
+                    f"fan[{n}].{key}: not used when hardware.fan_backend is {backend!r}; remove it"
+                )
+    if backend != EMC2305:
+        return
+    hardware = config.hardware
+    if hardware.fan_controller_address not in emc2305.ADDRESSES:
+        straps = ", ".join(f"{a:#04x}" for a in emc2305.ADDRESSES)
+        raise ConfigError(
+            f"hardware.fan_controller_address: {hardware.fan_controller_address:#04x} is not "
+            f"one an EMC2305 can be strapped to ({straps})"
+        )
+    seen: dict[int | None, int] = {}
+    for n, fan in enumerate(config.fan):
+        if fan.channel in seen:
+            raise ConfigError(
+                f"fan[{n}].channel: channel {fan.channel} is already fan[{seen[fan.channel]}]'s"
+            )
+        seen[fan.channel] = n
+    if config.agent.poll_interval_s > EMC2305_POLL_MAX_S:
+        raise ConfigError(
+            f"agent.poll_interval_s: at most {EMC2305_POLL_MAX_S:g} s with the emc2305 fan "
+            f"backend: the poll keeps the controller's {emc2305.WATCHDOG_S:g} s watchdog from "
+            "taking the fans to full speed"
+        )
+
+
 def _check_addresses(config: Config) -> None:
     owners: dict[int, str] = {config.hardware.psu_address: "hardware.psu_address"}
+    if config.hardware.fan_backend == EMC2305:
+        address = config.hardware.fan_controller_address
+        if address in owners:
+            raise ConfigError(
+                f"hardware.fan_controller_address: I2C address {address:#04x} is already "
+                f"{owners[address]}"
+            )
+        owners[address] = "hardware.fan_controller_address"
     for i, slot in enumerate(config.slot):
         keys = [("eeprom_address", slot.eeprom_address), ("dcdc_address", slot.dcdc_address)]
         keys += [("hotswap_address", slot.hotswap_address)]
@@ -607,6 +695,13 @@ def _check_sim(config: Config) -> None:
     for n, slot in enumerate(sim.modules):
         if slot >= len(config.slot):
             raise ConfigError(f"sim.modules[{n}]: there is no slot {slot}")
+    simulated_poll_s = sim.time_scale * config.agent.poll_interval_s
+    if config.hardware.fan_backend == EMC2305 and simulated_poll_s > EMC2305_POLL_MAX_S:
+        raise ConfigError(
+            f"sim.time_scale: {sim.time_scale:g} x agent.poll_interval_s makes "
+            f"{simulated_poll_s:g} simulated seconds between polls; the simulated fan "
+            f"controller's watchdog needs at most {EMC2305_POLL_MAX_S:g}"
+        )
     if config.hardware.nonce_check_bits > sim.ticket_zero_bits:
         raise ConfigError(
             f"hardware.nonce_check_bits: {config.hardware.nonce_check_bits} is more than the "
@@ -635,4 +730,5 @@ def _check_sim_modules_fit(config: Config) -> None:
 
 
 _FAN_PINS = ("pwm_pin", "tach_pin")
+EMC2305_POLL_MAX_S = emc2305.WATCHDOG_S / 2  # a late poll or two still beats the watchdog
 _SLOT_PINS = ("presence_pin", "power_pin", "reset_pin", "led_pin", "alert_pin")

@@ -2,8 +2,10 @@
 
 All blocking bus traffic runs on one worker thread (`call`), so transactions never
 interleave on a bus and never block the event loop. `safe_state` is the exception: it
-may run from any thread (stall guard, shutdown deadline) and must never raise; it only
-touches GPIO, which cuts power at the hot-swap controllers without needing the I2C bus.
+may run from any thread (stall guard, shutdown deadline) and must never raise; it first
+cuts power at the hot-swap controllers over GPIO, without needing the I2C bus, then sets
+the fans (over I2C with the `emc2305` backend: if that bus is stuck, the controller's
+own watchdog runs the fans at full speed).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import structlog
 
 from hashbay.agent.buses import Buses
 from hashbay.agent.config import Config, site_caps
+from hashbay.agent.fans import FanReader, build_fans
 from hashbay.agent.liveness import BusProgress
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.drivers.envelope import FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, ProtocolError
-from hashbay.drivers.fan import Fan, FanReading
+from hashbay.drivers.fan import FanDevice, FanReading
 from hashbay.drivers.pmbus import Psu, PsuTelemetry
 
 log = structlog.get_logger("hashbay.rig")
@@ -62,10 +65,8 @@ class Rig:
         self._safe_fan_duty = config.limits.safe_fan_duty
         self.envelope = envelope_from(config)
         factory = buses.pin_factory
-        self.fans = [
-            Fan(f"fan{i}", f.pwm_pin, f.tach_pin, factory, self.envelope, clock=buses.clock)
-            for i, f in enumerate(config.fan)
-        ]
+        self.fans: list[FanDevice] = build_fans(config, buses, self.envelope)
+        self._fan_reader = FanReader(self.fans)
         pec = config.hardware.pmbus_pec
         self.psu = Psu(buses.i2c, config.hardware.psu_address, pec=pec)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +141,7 @@ class Rig:
             problems = (f"PSU unreadable: {exc}",)
         snapshot = RigSnapshot(
             taken_at=time.time(),
-            fans=tuple(fan.read() for fan in self.fans),
+            fans=self._fan_reader.read_all(),
             slots=tuple(
                 SlotReading(hw.index, hw.pins.present(), hw.pins.power_enabled) for hw in self.slots
             ),

@@ -300,9 +300,24 @@ def _check_readable(name: str, path: str) -> None:
         raise ConfigError(f"{path}: cannot read {shown}: {reason}") from None
 
 
+def optional_scalar_type(kind: Any) -> type | None:
+    """The scalar of an `int | None`-style annotation (an optional key, None when absent:
+    a pin that is not wired), else None."""
+    if isinstance(kind, types.UnionType):
+        args = typing.get_args(kind)
+        if len(args) == 2 and type(None) in args:
+            (base,) = (a for a in args if a is not type(None))
+            if base in (bool, int, float, str):
+                return typing.cast(type, base)
+    return None
+
+
 def _scalar_base(kind: Any) -> type:
     if kind in (bool, int, float, str):
         return typing.cast(type, kind)
+    optional = optional_scalar_type(kind)
+    if optional is not None:
+        return optional
     if typing.get_origin(kind) is typing.Literal or isinstance(kind, types.UnionType):
         raise TypeError(f"unsupported setting type {kind!r}; use str with choices")
     raise TypeError(f"unsupported setting type {kind!r}")

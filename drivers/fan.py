@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice, PWMOutputDevice
 
@@ -29,6 +29,22 @@ class FanReading:
     duty: float
     rpm: float
     stalled: bool
+
+
+class FanDevice(Protocol):
+    """A fan as the agent uses it, whatever drives it: GPIO pins (`Fan`) or a fan
+    controller's channel (`emc2305.ControllerFan`)."""
+
+    name: str
+
+    @property
+    def duty(self) -> float: ...
+
+    def set_duty(self, duty: float) -> float: ...
+
+    def read(self) -> FanReading: ...
+
+    def close(self) -> None: ...
 
 
 class Fan:

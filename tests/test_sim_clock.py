@@ -67,8 +67,7 @@ def test_a_starved_simulator_stops_time_for_the_agent_too(running_rig: SimRig) -
 def test_a_fan_read_across_a_starved_spell_is_not_a_stall(running_rig: SimRig) -> None:
     fan = Fan(
         "fan0",
-        running_rig.config.fan[0].pwm_pin,
-        running_rig.config.fan[0].tach_pin,
+        *running_rig.config.fan[0].pins,
         running_rig.pin_factory,
         envelope_from(running_rig.config),
         clock=running_rig.now,

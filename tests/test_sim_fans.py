@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,3 +187,23 @@ def test_the_agents_fan_driver_measures_the_simulated_speed_within_2_percent(
     advance(1.0)
     assert driver.read().stalled
     driver.close()
+
+
+def test_the_hosts_tach_callbacks_run_on_the_simulators_thread_are_counted(
+    factory: Any, line: PWMOutputDevice
+) -> None:
+    tach = DigitalInputDevice(TACH, pull_up=True, pin_factory=factory)
+
+    def slow_callback() -> None:
+        end = time.thread_time() + 0.001
+        while time.thread_time() < end:
+            pass
+
+    tach.when_activated = slow_callback
+    fan = SimFan(factory, PWM, TACH, rpm=6000.0)
+    started = time.perf_counter()
+    pulses = run(fan, 0.2)
+    took_s = time.perf_counter() - started
+    assert pulses > 20
+    assert pulses * 0.001 <= fan.host_callbacks_cpu_s <= took_s
+    tach.close()

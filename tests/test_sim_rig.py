@@ -379,8 +379,7 @@ def test_the_fan_driver_measures_the_simulated_rpm_on_the_rigs_clock(rig: SimRig
     config = rig.config.fan[0]
     fan = Fan(
         "fan0",
-        config.pwm_pin,
-        config.tach_pin,
+        *config.pins,
         rig.pin_factory,
         envelope_from(rig.config),
         clock=rig.now,

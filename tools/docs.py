@@ -18,6 +18,7 @@ from hashbay.agent.settings import (
     array_item_type,
     fields_of,
     is_table,
+    optional_scalar_type,
     scalar_list_type,
 )
 from hashbay.tools.sim.fault_matrix import MATRIX, Reaction
@@ -49,9 +50,11 @@ def _table(cls: type) -> str:
 def _row(info: FieldInfo) -> str:
     if info.default is REQUIRED:
         default = "*required*"
+    elif info.default is None:
+        default = "*none*"
     else:
         default = f"`{_toml(info.default, hex_ints=info.rule.hex)}`"
-    kind = scalar_list_type(info.kind) or info.kind
+    kind = scalar_list_type(info.kind) or optional_scalar_type(info.kind) or info.kind
     allowed = info.rule.allowed(kind, with_unit=False)
     if scalar_list_type(info.kind) is not None:
         allowed = f"array of {allowed}"

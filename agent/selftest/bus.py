@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 from smbus2 import i2c_msg
 
-from hashbay.agent.config import Config
+from hashbay.agent.config import EMC2305, Config
 from hashbay.agent.selftest.report import Verdict
 from hashbay.agent.selftest.session import Session
 from hashbay.drivers.bm13xx.registers import CHIP_IDS
@@ -60,8 +60,11 @@ def answers(bus: I2CBus, address: int, *, read: bool) -> bool:
 
 
 def device_addresses(config: Config) -> tuple[set[int], set[int]]:
-    """The addresses the config names: plain I2C parts (EEPROMs, sensors), PMBus parts."""
+    """The addresses the config names: plain I2C parts (EEPROMs, sensors, a fan
+    controller), PMBus parts."""
     plain, pmbus = set(), {config.hardware.psu_address}
+    if config.hardware.fan_backend == EMC2305:
+        plain.add(config.hardware.fan_controller_address)
     for slot in config.slot:
         plain |= {slot.eeprom_address, *slot.temp_addresses}
         pmbus |= {slot.hotswap_address, slot.dcdc_address}

@@ -55,6 +55,8 @@ def configured_lines(config: Config) -> list[Line]:
             Line(part, Role.LED, slot.led_pin),
         ]
     for n, fan in enumerate(config.fan):
+        if fan.pwm_pin is None or fan.tach_pin is None:
+            continue  # on the fan controller (hardware.fan_backend = "emc2305"): no GPIO
         lines += [
             Line(f"fan {n}", Role.PWM, fan.pwm_pin),
             Line(f"fan {n}", Role.TACH, fan.tach_pin),

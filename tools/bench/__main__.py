@@ -23,6 +23,7 @@ BENCHMARKS = [
     "mining",
     "power",
     "sv2",
+    "fans",
 ]
 
 

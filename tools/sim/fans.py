@@ -1,17 +1,22 @@
-"""A simulated 4-wire fan on gpiozero mock pins: PWM duty in, tachometer pulses out.
+"""A simulated 4-wire fan: PWM duty in, tachometer pulses out.
 
-The agent's fan driver owns the same pin objects through the shared pin factory, so it
-cannot tell this fan from a real one: it writes a duty, the rotor follows with inertia,
-and the tach line is pulled low twice per revolution. Time moves only when `step(dt_s)`
-is called, so a simulation can run faster than real time and replay exactly.
+Wired to gpiozero mock pins, the agent's fan driver owns the same pin objects through
+the shared pin factory, so it cannot tell this fan from a real one: it writes a duty,
+the rotor follows with inertia, and the tach line is pulled low twice per revolution.
+Wired to a fan controller (`drive`), the controller sets the duty and times the rotor
+itself, so no pin moves. Time moves only when `step(dt_s)` is called, so a simulation
+can run faster than real time and replay exactly.
 """
 
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Callable
 from typing import Any
 
+from hashbay.agent.config import EMC2305, Config
+from hashbay.tools.sim.emc2305 import SimEmc2305
+from hashbay.tools.sim.i2c import SimI2CBus
 from hashbay.tools.sim.physics import fan_noise_dba
 
 PULSES_PER_REV = 2
@@ -32,9 +37,10 @@ class SimFan:
     def __init__(
         self,
         pin_factory: Any,
-        pwm_pin: int,
-        tach_pin: int,
+        pwm_pin: int | None,
+        tach_pin: int | None,
         *,
+        drive: Callable[[], float] | None = None,
         rpm_max: float = 6000.0,
         spin_up_s: float = 1.0,
         spin_down_s: float = 3.0,
@@ -45,12 +51,16 @@ class SimFan:
         """`spin_up_s` and `spin_down_s` are first-order time constants: a rotor is driven
         up by its motor but only coasts down against air drag, so it slows more lazily.
         `dba_at_max` is its sound level at `rpm_max`; `rpm` is its speed at the start.
+        `drive` is a fan controller's PWM output (the pins are then None).
         """
         if rpm_max <= 0 or spin_up_s <= 0 or spin_down_s <= 0:
             raise ValueError("rpm_max and the spin time constants must be > 0")
+        if (drive is None) == (pwm_pin is None):
+            raise ValueError("a fan's PWM input is either a pin or a controller's drive")
+        self._drive = drive
         # A gpiozero factory hands out one object per pin, whoever opens it, so keep them.
-        self._pwm = pin_factory.pin(pwm_pin)
-        self._tach = pin_factory.pin(tach_pin)
+        self._pwm = pin_factory.pin(pwm_pin) if pwm_pin is not None else None
+        self._tach = pin_factory.pin(tach_pin) if tach_pin is not None else None
         self.rpm_max = rpm_max
         self.spin_up_s = spin_up_s
         self.spin_down_s = spin_down_s
@@ -61,15 +71,16 @@ class SimFan:
         self._stalled = False
         self._pulse_debt = 0.0
         self.pulses_emitted = 0
-        self.host_callbacks_cpu_s = 0.0
 
     # -- what the fan sees and does ----------------------------------------------------
 
     @property
     def duty(self) -> float:
         """The duty the fan's controller sees: 1.0 when the line is not driven."""
+        if self._drive is not None:
+            return min(1.0, max(0.0, self._drive()))
         pin = self._pwm
-        if pin.function != "output":
+        if pin is None or pin.function != "output":
             return 1.0
         return min(1.0, max(0.0, float(pin.state)))
 
@@ -124,17 +135,22 @@ class SimFan:
         """Pull the open-collector tach line low and release it, once per pulse."""
         self.pulses_emitted += pulses
         tach = self._tach
+        if tach is None:
+            return  # on a fan controller, which times the rotor itself
         if tach.function != "input":
             return  # something drives the line itself; an open collector cannot override it
         if tach.when_changed is None:
             return  # nobody counts edges: each pulse ends where it began, so skip the work
-        started = time.thread_time()
         for _ in range(pulses):
             tach.drive_low()
             tach.drive_high()
-        # Driving a mock pin runs the host's edge callbacks right here: host work done on
-        # the simulator's thread, which a benchmark must count as the host's.
-        self.host_callbacks_cpu_s += time.thread_time() - started
+
+    @property
+    def host_callbacks_cpu_s(self) -> float:
+        """CPU time the host's edge callbacks took when this fan pulsed its tach pin: host
+        work done on the simulator's thread, which a benchmark must count as the host's
+        (timed by the pin around the callbacks alone, not the mock pin's bookkeeping)."""
+        return float(getattr(self._tach, "callbacks_cpu_s", 0.0))
 
     # -- faults ------------------------------------------------------------------------
 
@@ -156,3 +172,23 @@ class SimFan:
         if not 0.0 < factor <= 1.0:
             raise ValueError(f"wear factor {factor} must be in (0, 1]")
         self._health = factor
+
+
+def wire_fans(
+    config: Config, pin_factory: Any, i2c: SimI2CBus, clock: Callable[[], float]
+) -> tuple[list[SimFan], SimEmc2305 | None]:
+    """The rig's fans wired as the config says: each on its own pins, or all on the
+    channels of a fan controller attached to the I2C bus (returned, for stepping)."""
+    if config.hardware.fan_backend != EMC2305:
+        return [SimFan(pin_factory, *fan.pins) for fan in config.fan], None
+    controller = SimEmc2305(config.hardware.fan_controller_address, clock)
+    i2c.attach(controller.address, controller)
+    fans = []
+    for fan_config in config.fan:
+        channel = fan_config.channel
+        if channel is None:
+            raise ValueError("a fan on the fan controller needs its channel")
+        fan = SimFan(pin_factory, None, None, drive=controller.drive(channel))
+        controller.connect(channel, fan)
+        fans.append(fan)
+    return fans, controller

@@ -26,7 +26,7 @@ import structlog
 
 from hashbay.agent.config import NOT_WIRED, Config
 from hashbay.tools.sim import physics
-from hashbay.tools.sim.fans import SimFan
+from hashbay.tools.sim.fans import SimFan, wire_fans
 from hashbay.tools.sim.faults import FaultCommand, ScheduledFault, load_scenario
 from hashbay.tools.sim.i2c import SimI2CBus
 from hashbay.tools.sim.irq import IrqLines
@@ -182,7 +182,9 @@ class SimRig:
         self.pin_factory = sim_pin_factory()
         self.psu = SimPsu(config.hardware.psu_address, efficiency=physics.psu_efficiency)
         self.i2c.attach(self.psu.address, self.psu)
-        self.fans = [SimFan(self.pin_factory, f.pwm_pin, f.tach_pin) for f in config.fan]
+        self.fans, self.fan_controller = wire_fans(
+            config, self.pin_factory, self.i2c, self.clock.now
+        )
         self.slots = [SimSlot(self, i, s) for i, s in enumerate(config.slot)]
         for slot in self.slots:
             self.i2c.attach(slot.hotswap.address, slot.hotswap)
@@ -370,6 +372,8 @@ class SimRig:
         dt = now - self._last_fans
         if dt > 0:
             self._last_fans = now
+            if self.fan_controller is not None:
+                self.fan_controller.step()  # its watchdog may take the drives to full
             for fan in self.fans:
                 fan.step(dt)
 
