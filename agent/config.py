@@ -50,9 +50,6 @@ def i2c_address(default: Any, doc: str) -> Any:
     return setting(default, doc, min=0x08, max=0x77, hex=True)
 
 
-NOT_WIRED = -1  # an optional pin that is not connected
-
-
 def pin(doc: str) -> Any:
     """A required Broadcom (BCM) GPIO number, as gpiozero names pins."""
     return setting(REQUIRED, doc, min=0, max=27)
@@ -236,14 +233,11 @@ class SlotSection:
     power_pin: int = pin("BCM pin enabling the slot's hot-swap controller.")
     reset_pin: int = pin("BCM pin holding the ASIC chain in reset (low = reset).")
     led_pin: int = pin("BCM pin of the slot's locate LED.")
-    alert_pin: int = setting(
-        NOT_WIRED,
+    alert_pin: int | None = optional_pin(
         "BCM pin reading the module's temperature sensors' OS/ALERT line (open drain, shared "
         "by the sensors, pulled up; low = over protection.cutoff_c): the hardware cut, taken "
-        "in the pin's callback without waiting for any loop. -1: not wired (the software "
-        "sweep alone watches the board).",
-        min=NOT_WIRED,
-        max=27,
+        "in the pin's callback without waiting for any loop. Not set: the software sweep "
+        "alone watches the board."
     )
     eeprom_address: int = i2c_address(REQUIRED, "I2C address of the module's identity EEPROM.")
     temp_addresses: tuple[int, ...] = scalars(
@@ -574,7 +568,7 @@ def check_relations(config: Config) -> None:
         (f"slot[{i}].{k}", getattr(s, k)) for i, s in enumerate(config.slot) for k in _SLOT_PINS
     ]
     for key, pin in wired:
-        if pin is None or pin == NOT_WIRED:  # optional fan pins; an unwired alert line
+        if pin is None:  # an optional pin not wired (fan pins on a controller, alert lines)
             continue
         if pin in owners:
             raise ConfigError(f"{key}: pin {pin} is already used by {owners[pin]}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import NOT_WIRED, SlotSection
+from hashbay.agent.config import SlotSection
 from hashbay.drivers.eeprom import BoardIdentity, Eeprom24C02
 from hashbay.drivers.envelope import SafetyEnvelope
 from hashbay.drivers.errors import HardwareError, ProtocolError
@@ -66,7 +66,7 @@ class SlotHardware:
             debounce_s=debounce_s,
             clock=clock,
             on_presence_edge=on_presence_edge,
-            alert_pin=None if config.alert_pin == NOT_WIRED else config.alert_pin,
+            alert_pin=config.alert_pin,
             on_alert=on_alert,
         )
         name = f"slot {index}"

@@ -29,7 +29,7 @@ def alerting_config(tmp_path: Path, *, wired: bool = True, **protection: Any) ->
     """Three 42-chip boards at 10x simulated time, each slot's alert line wired."""
     config = rig_config(tmp_path, time_scale=10)
     slots = tuple(
-        dataclasses.replace(slot, alert_pin=pin if wired else -1)
+        dataclasses.replace(slot, alert_pin=pin if wired else None)
         for slot, pin in zip(config.slot, ALERT_PINS, strict=True)
     )
     return dataclasses.replace(

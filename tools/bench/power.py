@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
-from hashbay.agent.config import NOT_WIRED, Config
+from hashbay.agent.config import Config
 from hashbay.agent.governor import Mode
 from hashbay.agent.logsetup import configure_logging
 from hashbay.agent.sdnotify import SystemdNotifier
@@ -50,7 +50,7 @@ def _config(scratch: Path, *, chips: int, time_scale: float, alert: bool | None 
     config = in_process_config(scratch, chips=chips, chips_per_domain=domain, time_scale=time_scale)
     if alert is not None:
         slots = tuple(
-            dataclasses.replace(slot, alert_pin=pin if alert else NOT_WIRED)
+            dataclasses.replace(slot, alert_pin=pin if alert else None)
             for slot, pin in zip(config.slot, SIM_ALERT_PINS, strict=False)
         )
         config = dataclasses.replace(config, slot=slots)

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import NOT_WIRED, Config
+from hashbay.agent.config import Config
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.fans import SimFan, wire_fans
 from hashbay.tools.sim.faults import FaultCommand, ScheduledFault, load_scenario
@@ -140,7 +140,7 @@ class SimSlot:
         # The sensors' OS/ALERT outputs, open drain and wired together, pulled up: high
         # unless a seated module's sensor pulls it low.
         self.alert_pin = (
-            rig.pin_factory.pin(config.alert_pin) if config.alert_pin != NOT_WIRED else None
+            rig.pin_factory.pin(config.alert_pin) if config.alert_pin is not None else None
         )
         self.alert_low = False
         self.line = PtyLine(rig.rng)
