@@ -123,6 +123,15 @@ class HardwareSection:
         "controller on the I2C bus drives them and measures the tachometers itself).",
         choices=FAN_BACKENDS,
     )
+    fan_pwm_hz: int = setting(
+        25_000,
+        "PWM frequency of GPIO-driven fans (`gpio`): Intel's 4-wire fan specification asks "
+        "for 25 kHz. The lgpio and RPi.GPIO pin factories make PWM in software and reach "
+        "10 kHz at most; most fans run on it, some whine at low duty (or use `emc2305`).",
+        unit="Hz",
+        min=100,
+        max=40_000,
+    )
     fan_controller_address: int = i2c_address(
         0x2F,
         "I2C address of the fan controller (`emc2305`): what its ADDR_SEL resistor straps, "
@@ -616,9 +625,17 @@ def _check_fans(config: Config) -> None:
                 raise ConfigError(
                     f"fan[{n}].{key}: not used when hardware.fan_backend is {backend!r}; remove it"
                 )
+    hardware = config.hardware
+    software_pwm = backend == GPIO_FANS and hardware.pin_factory in SOFTWARE_PWM_FACTORIES
+    if software_pwm and hardware.fan_pwm_hz > SOFTWARE_PWM_MAX_HZ:
+        raise ConfigError(
+            f"hardware.fan_pwm_hz: {hardware.fan_pwm_hz} Hz is beyond the "
+            f"{SOFTWARE_PWM_MAX_HZ} Hz the {hardware.pin_factory!r} pin factory can make "
+            "(its PWM is software); set it to 10000 or less, or drive the fans from a "
+            'controller (fan_backend = "emc2305")'
+        )
     if backend != EMC2305:
         return
-    hardware = config.hardware
     if hardware.fan_controller_address not in emc2305.ADDRESSES:
         straps = ", ".join(f"{a:#04x}" for a in emc2305.ADDRESSES)
         raise ConfigError(
@@ -724,5 +741,7 @@ def _check_sim_modules_fit(config: Config) -> None:
 
 
 _FAN_PINS = ("pwm_pin", "tach_pin")
+SOFTWARE_PWM_FACTORIES = ("lgpio", "rpigpio")
+SOFTWARE_PWM_MAX_HZ = 10_000  # lgpio's tx_pwm and RPi.GPIO's software PWM
 EMC2305_POLL_MAX_S = emc2305.WATCHDOG_S / 2  # a late poll or two still beats the watchdog
 _SLOT_PINS = ("presence_pin", "power_pin", "reset_pin", "led_pin", "alert_pin")

@@ -25,7 +25,14 @@ FanBackend = Callable[[Config, Buses, SafetyEnvelope], list[FanDevice]]
 
 def _gpio_fans(config: Config, buses: Buses, envelope: SafetyEnvelope) -> list[FanDevice]:
     return [
-        Fan(f"fan{i}", *fan.pins, buses.pin_factory, envelope, clock=buses.clock)
+        Fan(
+            f"fan{i}",
+            *fan.pins,
+            buses.pin_factory,
+            envelope,
+            clock=buses.clock,
+            pwm_hz=config.hardware.fan_pwm_hz,
+        )
         for i, fan in enumerate(config.fan)
     ]
 
@@ -49,6 +56,8 @@ def _channel(fan: FanSection) -> int:
     return fan.channel
 
 
+UNREADABLE_POLLS = 2  # polls in a row a fan could not be read (each tried twice)
+
 BACKENDS: dict[str, FanBackend] = {GPIO_FANS: _gpio_fans, EMC2305: _controller_fans}
 
 
@@ -57,9 +66,11 @@ def build_fans(config: Config, buses: Buses, envelope: SafetyEnvelope) -> list[F
 
 
 class FanReader:
-    """Reads every fan for the hardware poll. A fan that cannot be read (its controller's
-    bus failed) counts as stalled from the second poll running, like a fan whose tach was
-    slow twice: the others go to full speed and the boards are throttled."""
+    """Reads every fan for the hardware poll. A read that fails is asked again at once (on
+    a noisy bus single transactions fail); a fan that still cannot be read in
+    UNREADABLE_POLLS polls running counts as stalled, like a fan whose tach was slow twice:
+    the others go to full speed and the boards are throttled. Its controller's watchdog
+    has run it at full speed meanwhile, since nothing reached the chip."""
 
     def __init__(self, fans: list[FanDevice]) -> None:
         self._fans = fans
@@ -72,13 +83,17 @@ class FanReader:
     def _read(self, n: int) -> FanReading:
         fan = self._fans[n]
         try:
-            reading = fan.read()
+            try:
+                reading = fan.read()
+            except (HardwareError, ProtocolError):
+                reading = fan.read()  # once more: a transaction lost to bus noise
         except (HardwareError, ProtocolError) as exc:
             failures = self._failures[n] = self._failures[n] + 1
+            stalled = failures >= UNREADABLE_POLLS
             error, self._errors[n] = self._errors[n], str(exc)
-            if failures <= 2 or error != str(exc):  # not the same line every poll
-                log.warning("fan not read", fan=fan.name, error=str(exc), stalled=failures >= 2)
-            return FanReading(duty=fan.duty, rpm=0.0, stalled=failures >= 2)
+            if failures <= UNREADABLE_POLLS or error != str(exc):  # not every poll
+                log.warning("fan not read", fan=fan.name, error=str(exc), stalled=stalled)
+            return FanReading(duty=fan.duty, rpm=0.0, stalled=stalled)
         if self._failures[n]:
             log.info("fan read again", fan=fan.name, polls_missed=self._failures[n])
             self._failures[n] = 0

@@ -3,7 +3,8 @@
 One trip to the hardware thread per period for all boards (not one per board) keeps the
 path cheap on a Pi-class CPU; each board's controller judges its own readings at once, in
 the loop, and cuts its power itself. Rail status words cost more bus traffic and latch in
-the converters anyway, so they are read every few sweeps.
+the converters anyway, so they are read at most every RAILS_EVERY_S (every sweep when the
+sweep is slower).
 
 A board whose sensors' comparators cut it in hardware (a wired alert line) needs the
 sweep only as a backup and for the warn and throttle tiers: while every watched board is
@@ -13,12 +14,16 @@ so backed, the sweep runs at the slower `backup_interval_s`.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
 
 log = structlog.get_logger("hashbay.sweep")
+
+RAILS_EVERY_S = 0.15  # rail status words at most this often, whatever the sweep's pace
 
 Temps = tuple[float | None, ...]
 OnReading = Callable[[Temps, str | None], None]
@@ -37,13 +42,16 @@ class SensorSweep:
         interval_s: float,
         *,
         backup_interval_s: float | None = None,
-        rails_every: int = 8,
+        rails_every_s: float = RAILS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._call = call
         self.fast_interval_s = interval_s
         self.backup_interval_s = backup_interval_s if backup_interval_s is not None else interval_s
         self._backed: set[int] = set()
-        self._rails_every = rails_every
+        self._rails_every_s = rails_every_s
+        self._clock = clock
+        self._rails_read_at = -math.inf
         self._watched: dict[int, tuple[Watched, OnReading]] = {}
         self.sweeps = 0
 
@@ -76,7 +84,10 @@ class SensorSweep:
         watched = dict(self._watched)
         if not watched:
             return
-        with_rails = self.sweeps % self._rails_every == 0
+        now = self._clock()
+        with_rails = now - self._rails_read_at >= self._rails_every_s
+        if with_rails:
+            self._rails_read_at = now
         self.sweeps += 1
 
         def read() -> list[tuple[int, Temps, str | None]]:

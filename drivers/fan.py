@@ -60,13 +60,14 @@ class Fan:
         *,
         stall_rpm: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        pwm_hz: int = PWM_FREQUENCY_HZ,
     ) -> None:
         self.name = name
         self._envelope = envelope
         self._stall_rpm = stall_rpm
         self._clock = clock
         self._pwm = PWMOutputDevice(
-            pwm_pin, frequency=PWM_FREQUENCY_HZ, initial_value=1.0, pin_factory=pin_factory
+            pwm_pin, frequency=pwm_hz, initial_value=1.0, pin_factory=pin_factory
         )
         self._tach = DigitalInputDevice(tach_pin, pull_up=True, pin_factory=pin_factory)
         self._lock = threading.Lock()

@@ -22,19 +22,17 @@ from hashbay.tools.sim.rig import SimRig
 from .support import rig_config
 from .test_lifecycle import until
 
-ALERT_PINS = (2, 3, 4)  # free lines on the simulated controller
-
 
 def alerting_config(tmp_path: Path, *, wired: bool = True, **protection: Any) -> Config:
-    """Three 42-chip boards at 10x simulated time, each slot's alert line wired."""
+    """Three 42-chip boards at 10x simulated time; each slot's alert line as the packaged
+    rig wires it, or (wired=False) not at all."""
     config = rig_config(tmp_path, time_scale=10)
-    slots = tuple(
-        dataclasses.replace(slot, alert_pin=pin if wired else None)
-        for slot, pin in zip(config.slot, ALERT_PINS, strict=True)
-    )
+    assert all(slot.alert_pin is not None for slot in config.slot)
+    if not wired:
+        slots = tuple(dataclasses.replace(slot, alert_pin=None) for slot in config.slot)
+        config = dataclasses.replace(config, slot=slots)
     return dataclasses.replace(
         config,
-        slot=slots,
         protection=dataclasses.replace(
             config.protection, restart_min_off_s=1.0, throttle_interval_s=1.0, **protection
         ),

@@ -106,8 +106,8 @@ def test_too_many_slots_are_refused() -> None:
 
 def test_a_pin_wired_twice_is_refused() -> None:
     raw = default_raw()
-    raw["slot"][2]["led_pin"] = raw["fan"][0]["pwm_pin"]
-    assert refused(raw) == "test.toml: slot[2].led_pin: pin 12 is already used by fan[0].pwm_pin"
+    raw["slot"][2]["led_pin"] = raw["slot"][0]["alert_pin"]
+    assert refused(raw) == "test.toml: slot[2].led_pin: pin 12 is already used by slot[0].alert_pin"
 
 
 def test_simulated_and_real_buses_cannot_mix() -> None:

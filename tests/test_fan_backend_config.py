@@ -10,6 +10,7 @@ import pytest
 
 from hashbay.agent.config import default_config_path, parse_config
 from hashbay.drivers.errors import ConfigError
+from hashbay.tools.sim.configs import GPIO_FAN_PINS
 
 
 def default_raw() -> dict[str, Any]:
@@ -17,10 +18,21 @@ def default_raw() -> dict[str, Any]:
 
 
 def controller_raw(address: int = 0x2F) -> dict[str, Any]:
-    """The default rig with its four fans on channels 1-4 of an EMC2305."""
+    """The default rig: its four fans on channels 1-4 of an EMC2305."""
     raw = default_raw()
     raw["hardware"] |= {"fan_backend": "emc2305", "fan_controller_address": address}
     raw["fan"] = [{"channel": n} for n in (1, 2, 3, 4)]
+    return raw
+
+
+def gpio_raw() -> dict[str, Any]:
+    """The default rig with its fans on GPIO pins instead (and no alert lines on them)."""
+    raw = default_raw()
+    raw["hardware"]["fan_backend"] = "gpio"
+    raw["hardware"].pop("fan_controller_address", None)
+    raw["fan"] = [{"pwm_pin": pwm, "tach_pin": tach} for pwm, tach in GPIO_FAN_PINS]
+    for slot in raw["slot"]:
+        slot.pop("alert_pin", None)
     return raw
 
 
@@ -30,11 +42,17 @@ def refused(raw: dict[str, Any]) -> str:
     return str(caught.value).removeprefix("test.toml: ")
 
 
-def test_todays_configs_stay_on_gpio_fans() -> None:
-    config = parse_config(default_raw(), "test.toml")
+def test_fans_on_gpio_need_their_pins_and_no_channel() -> None:
+    config = parse_config(gpio_raw(), "test.toml")
     assert config.hardware.fan_backend == "gpio"
     assert [f.pins for f in config.fan] == [(12, 16), (13, 20), (18, 21), (19, 26)]
     assert all(f.channel is None for f in config.fan)
+
+
+def test_the_packaged_rig_has_its_fans_on_a_controller_like_the_reference_board() -> None:
+    config = parse_config(default_raw(), "test.toml")
+    assert config.hardware.fan_backend == "emc2305"
+    assert [f.channel for f in config.fan] == [1, 2, 3, 4]
 
 
 def test_fans_on_a_controller_need_channels_and_no_pins() -> None:
@@ -46,10 +64,10 @@ def test_fans_on_a_controller_need_channels_and_no_pins() -> None:
 
 
 def test_a_gpio_fan_without_its_pins_or_with_a_channel_is_refused() -> None:
-    raw = default_raw()
+    raw = gpio_raw()
     del raw["fan"][1]["tach_pin"]
     assert refused(raw) == "fan[1].tach_pin: missing; hardware.fan_backend is 'gpio'"
-    raw = default_raw()
+    raw = gpio_raw()
     raw["fan"][0]["channel"] = 1
     assert refused(raw) == (
         "fan[0].channel: not used when hardware.fan_backend is 'gpio'; remove it"
@@ -61,7 +79,7 @@ def test_a_controller_fan_without_a_channel_or_with_pins_is_refused() -> None:
     del raw["fan"][2]["channel"]
     assert refused(raw) == "fan[2].channel: missing; hardware.fan_backend is 'emc2305'"
     raw = controller_raw()
-    raw["fan"][0]["pwm_pin"] = 12
+    raw["fan"][0]["pwm_pin"] = 19  # a pin nothing else uses
     assert refused(raw) == (
         "fan[0].pwm_pin: not used when hardware.fan_backend is 'emc2305'; remove it"
     )
@@ -92,7 +110,7 @@ def test_the_controller_address_must_be_a_strap_and_free() -> None:
 
 
 def test_the_controller_address_is_ignored_with_gpio_fans() -> None:
-    raw = default_raw()
+    raw = gpio_raw()
     raw["hardware"] |= {"psu_address": 0x2F, "fan_controller_address": 0x2F}
     assert parse_config(raw, "test.toml").hardware.fan_backend == "gpio"
 
@@ -108,6 +126,6 @@ def test_the_poll_must_beat_the_controllers_watchdog() -> None:
     assert refused(raw).startswith(
         "sim.time_scale: 5 x agent.poll_interval_s makes 5 simulated seconds between polls"
     )
-    raw = default_raw()
+    raw = gpio_raw()
     raw["agent"]["poll_interval_s"] = 3.0  # GPIO fans have no watchdog to beat
     assert parse_config(raw, "test.toml").agent.poll_interval_s == 3.0

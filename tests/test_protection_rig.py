@@ -25,10 +25,13 @@ from .test_lifecycle import until
 
 
 def protected_config(tmp_path: Path, **protection: Any) -> Config:
-    """Three 42-chip boards, simulated time 10x (boards cool in seconds), quick protection."""
+    """Three 42-chip boards, simulated time 10x (boards cool in seconds), quick protection,
+    and no alert lines: the software sweep alone watches them (the hardware cut is
+    tests/test_alert_cut_rig.py's)."""
     config = rig_config(tmp_path, time_scale=10)
     return dataclasses.replace(
         config,
+        slot=tuple(dataclasses.replace(slot, alert_pin=None) for slot in config.slot),
         protection=dataclasses.replace(
             config.protection,
             restart_min_off_s=1.0,

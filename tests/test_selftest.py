@@ -24,6 +24,7 @@ from hashbay.agent.selftest.settings import SelfTestSettings
 from hashbay.agent.selftest.walk import STEPS, run_self_test
 from hashbay.drivers.pmbus import Cmd
 from hashbay.tools.sim import faults
+from hashbay.tools.sim.configs import with_gpio_fans
 from hashbay.tools.sim.rig import SimRig
 from tests.support import rig_config
 
@@ -100,7 +101,10 @@ def test_every_configured_line_is_claimed_and_presence_reads_each_seated_module(
     healthy: Walk,
 ) -> None:
     pins = [c.data["pin"] for c in healthy.report.checks if "pin" in c.data]
-    assert len(pins) == 3 * 4 + 4 * 2  # four lines per slot, two per fan
+    assert len(pins) == 3 * 5  # five lines per slot (the alert too); the fans are on I2C
+    for slot in range(3):
+        alert = healthy.find(f"slot {slot}", "over-temperature alert")
+        assert alert.verdict is Verdict.PASS and alert.detail.startswith("high")
     for slot in range(3):
         assert healthy.find(f"slot {slot}", "presence").detail == "low: a module is seated"
 
@@ -214,7 +218,7 @@ def test_a_dead_fan_is_named_and_no_module_is_powered(tmp_path: Path) -> None:
 def test_crossed_fan_tachometers_are_named_as_crossed_wiring(tmp_path: Path) -> None:
     """The board wires fan 0's tachometer to pin 20 and fan 1's to pin 16; the config
     says the other way round."""
-    config = selftest_config(tmp_path, modules=())
+    config = with_gpio_fans(selftest_config(tmp_path, modules=()))
     fans = list(config.fan)
     fans[0] = dataclasses.replace(fans[0], tach_pin=config.fan[1].tach_pin)
     fans[1] = dataclasses.replace(fans[1], tach_pin=config.fan[0].tach_pin)

@@ -25,6 +25,7 @@ from hashbay.agent.selftest.session import Session
 
 class Role(Enum):
     PRESENCE = "presence (in, pulled up)"
+    ALERT = "over-temperature alert (in, pulled up)"
     TACH = "tachometer (in, pulled up)"
     ENABLE = "power enable (out)"
     RESET = "chain reset (out)"
@@ -43,6 +44,10 @@ class Line:
         return f"{self.role.value.split(' (')[0]}, pin {self.pin}"
 
 
+class AlertAsserted(Exception):
+    """An over-temperature alert line reads low before anything was powered."""
+
+
 def configured_lines(config: Config) -> list[Line]:
     """Every GPIO line the config wires, slot lines first."""
     lines: list[Line] = []
@@ -54,6 +59,8 @@ def configured_lines(config: Config) -> list[Line]:
             Line(part, Role.RESET, slot.reset_pin),
             Line(part, Role.LED, slot.led_pin),
         ]
+        if slot.alert_pin is not None:
+            lines.append(Line(part, Role.ALERT, slot.alert_pin))
     for n, fan in enumerate(config.fan):
         if fan.pwm_pin is None or fan.tach_pin is None:
             continue  # on the fan controller (hardware.fan_backend = "emc2305"): no GPIO
@@ -67,6 +74,7 @@ def configured_lines(config: Config) -> list[Line]:
 _CLAIM: dict[Role, Callable[[int, Any], Any]] = {
     Role.PRESENCE: lambda pin, f: DigitalInputDevice(pin, pull_up=True, pin_factory=f),
     Role.TACH: lambda pin, f: DigitalInputDevice(pin, pull_up=True, pin_factory=f),
+    Role.ALERT: lambda pin, f: DigitalInputDevice(pin, pull_up=True, pin_factory=f),
     Role.ENABLE: lambda pin, f: DigitalOutputDevice(pin, initial_value=False, pin_factory=f),
     Role.RESET: lambda pin, f: DigitalOutputDevice(
         pin, active_high=False, initial_value=True, pin_factory=f
@@ -90,6 +98,10 @@ def _claim(line: Line, factory: Any) -> str:
     try:
         if line.role is Role.PRESENCE:
             return "low: a module is seated" if device.is_active else "high: empty"
+        if line.role is Role.ALERT:
+            if device.is_active:
+                raise AlertAsserted
+            return "high: no module over its limit"
         return _HELD[line.role]
     finally:
         device.close()
@@ -101,6 +113,17 @@ async def claim_lines(session: Session) -> None:
     for line in configured_lines(session.config):
         try:
             seen = _claim(line, factory)
+        except AlertAsserted:
+            failed += 1
+            session.record(
+                line.part,
+                line.item,
+                Verdict.FAIL,
+                "low: a sensor says over temperature (or the line is shorted to ground, or a "
+                "sensor's power-on limit is below the room's temperature); nothing is powered",
+                pin=line.pin,
+            )
+            continue
         except Exception as exc:  # each library has its own errors; all mean "not claimable"
             failed += 1
             session.record(

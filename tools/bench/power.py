@@ -37,7 +37,6 @@ from hashbay.tools.sim.configs import in_process_config
 from hashbay.tools.sim.rig import SimRig
 
 CUT_SAMPLES = 30
-SIM_ALERT_PINS = (2, 3, 4)  # lines the simulated controller has free
 HOGS = 2
 CURTAIL_CYCLES = 5
 T = TypeVar("T")
@@ -45,14 +44,11 @@ T = TypeVar("T")
 
 def _config(scratch: Path, *, chips: int, time_scale: float, alert: bool | None = None) -> Config:
     """The packaged rig at its own timings; protection may restart a board often.
-    `alert`: wire (True) or unwire (False) every slot's alert line; None as packaged."""
+    `alert=False`: no slot's alert line wired (the packaged rig wires them all)."""
     domain = 3 if chips % 3 == 0 and chips > 60 else 1  # keeps the rail near 13 V
     config = in_process_config(scratch, chips=chips, chips_per_domain=domain, time_scale=time_scale)
-    if alert is not None:
-        slots = tuple(
-            dataclasses.replace(slot, alert_pin=pin if alert else None)
-            for slot, pin in zip(config.slot, SIM_ALERT_PINS, strict=False)
-        )
+    if alert is False:
+        slots = tuple(dataclasses.replace(slot, alert_pin=None) for slot in config.slot)
         config = dataclasses.replace(config, slot=slots)
     return dataclasses.replace(
         config,

@@ -37,3 +37,20 @@ def in_process_config(
         mqtt=dataclasses.replace(config.mqtt, enabled=False),
         api=dataclasses.replace(config.api, enabled=False),
     )
+
+
+GPIO_FAN_PINS = ((12, 16), (13, 20), (18, 21), (19, 26))
+"""PWM and tachometer pins of the four fans when they hang on GPIO (the reference board's
+other wiring, README "Hardware wiring"); they take the pins the alert lines use."""
+
+
+def with_gpio_fans(config: Config) -> Config:
+    """The same rig with its fans on GPIO pins instead of the fan controller (and, since
+    those pins are then taken, without the slots' alert lines)."""
+    fans = tuple(
+        dataclasses.replace(fan, channel=None, pwm_pin=pwm, tach_pin=tach)
+        for fan, (pwm, tach) in zip(config.fan, GPIO_FAN_PINS, strict=True)
+    )
+    slots = tuple(dataclasses.replace(slot, alert_pin=None) for slot in config.slot)
+    hardware = dataclasses.replace(config.hardware, fan_backend="gpio")
+    return dataclasses.replace(config, fan=fans, slot=slots, hardware=hardware)

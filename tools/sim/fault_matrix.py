@@ -155,7 +155,11 @@ MATRIX: tuple[Row, ...] = (
         "sensor-lost 1 0",
         1,
         Reaction.CUT,
-        lambda c: Due(c.protection.sensor_lost_s + 2.0),
+        # Lost on the agent's clock, and read that many times at the sweep's (real) pace.
+        lambda c: Due(
+            c.protection.sensor_lost_s + 2.0,
+            loop_s=c.protection.sensor_unreadable_reads * c.protection.backup_interval_s,
+        ),
         ("sensor-ok 1 0",),
         True,
         _restart(30.0),
