@@ -16,12 +16,13 @@ import pytest
 from hashbay.agent.config import default_config_path, load_config
 from hashbay.agent.rig import envelope_from
 from hashbay.drivers.fan import Fan
+from hashbay.tools.sim.configs import with_gpio_fans
 from hashbay.tools.sim.rig import MAX_LEAD_S, MAX_TICK_S, SimClock, SimRig
 
 
 @pytest.fixture
 def running_rig() -> Iterator[SimRig]:
-    config = load_config(default_config_path())
+    config = with_gpio_fans(load_config(default_config_path()))  # tach pulses on pins
     config = dataclasses.replace(
         config, sim=dataclasses.replace(config.sim, control_socket=False, modules=())
     )

@@ -34,6 +34,7 @@ from hashbay.drivers.lm75 import TemperatureSensor
 from hashbay.drivers.pmbus import DcDc, HotSwap, Psu, StatusInput, StatusIout
 from hashbay.drivers.slot_pins import SlotPins
 from hashbay.tools.sim import faults
+from hashbay.tools.sim.configs import with_gpio_fans
 from hashbay.tools.sim.control import SOCKET_NAME, ControlServer
 from hashbay.tools.sim.fault_matrix import HEALS, MATRIX, covered_commands
 from hashbay.tools.sim.faults import FAULTS, FaultError
@@ -45,8 +46,9 @@ HASHBAY_SIM = str(Path(sys.executable).with_name("hashbay-sim"))
 
 
 def rig_config(**sim: Any) -> Config:
-    """The packaged default config (3 slots, 4 fans) with some [sim] keys changed."""
-    config = load_config(default_config_path())
+    """The packaged default config (3 slots, 4 fans) with some [sim] keys changed, its fans
+    on GPIO pins (the simulated fan controller has tests of its own)."""
+    config = with_gpio_fans(load_config(default_config_path()))
     return dataclasses.replace(
         config, sim=dataclasses.replace(config.sim, control_socket=False, **sim)
     )
