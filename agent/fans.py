@@ -8,6 +8,7 @@ same stall rule, and cannot tell which backend it has.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 
@@ -19,6 +20,8 @@ from hashbay.drivers.errors import ConfigError, HardwareError, ProtocolError
 from hashbay.drivers.fan import Fan, FanDevice, FanReading
 
 log = structlog.get_logger("hashbay.fans")
+
+T = TypeVar("T")
 
 FanBackend = Callable[[Config, Buses, SafetyEnvelope], list[FanDevice]]
 
@@ -56,7 +59,8 @@ def _channel(fan: FanSection) -> int:
     return fan.channel
 
 
-UNREADABLE_POLLS = 2  # polls in a row a fan could not be read (each tried twice)
+READ_ATTEMPTS = 3  # transactions asked per fan per poll before the poll counts as missed
+UNREADABLE_POLLS = 3  # polls in a row a fan could not be read before it counts as stalled
 
 BACKENDS: dict[str, FanBackend] = {GPIO_FANS: _gpio_fans, EMC2305: _controller_fans}
 
@@ -66,11 +70,11 @@ def build_fans(config: Config, buses: Buses, envelope: SafetyEnvelope) -> list[F
 
 
 class FanReader:
-    """Reads every fan for the hardware poll. A read that fails is asked again at once (on
-    a noisy bus single transactions fail); a fan that still cannot be read in
-    UNREADABLE_POLLS polls running counts as stalled, like a fan whose tach was slow twice:
-    the others go to full speed and the boards are throttled. Its controller's watchdog
-    has run it at full speed meanwhile, since nothing reached the chip."""
+    """Reads every fan for the hardware poll. A read that fails is asked again at once, up
+    to READ_ATTEMPTS times (on a noisy bus single transactions fail); a fan that still
+    cannot be read in UNREADABLE_POLLS polls running counts as stalled, like a fan whose
+    tach was slow twice: the others go to full speed and the boards are throttled. Its
+    controller's watchdog has run it at full speed meanwhile, since nothing reached it."""
 
     def __init__(self, fans: list[FanDevice]) -> None:
         self._fans = fans
@@ -83,10 +87,7 @@ class FanReader:
     def _read(self, n: int) -> FanReading:
         fan = self._fans[n]
         try:
-            try:
-                reading = fan.read()
-            except (HardwareError, ProtocolError):
-                reading = fan.read()  # once more: a transaction lost to bus noise
+            reading = retried(fan.read)
         except (HardwareError, ProtocolError) as exc:
             failures = self._failures[n] = self._failures[n] + 1
             stalled = failures >= UNREADABLE_POLLS
@@ -99,3 +100,13 @@ class FanReader:
             self._failures[n] = 0
             self._errors[n] = ""
         return reading
+
+
+def retried(call: Callable[[], T], attempts: int = READ_ATTEMPTS) -> T:
+    """`call()`, asked again at once when a transaction is lost to bus noise."""
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except (HardwareError, ProtocolError):
+            continue
+    return call()

@@ -15,16 +15,19 @@ import datetime
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
 
 from hashbay.agent.config import Config
 from hashbay.agent.fan_control import FanCommand, FanController, ThermalSettings
+from hashbay.agent.fans import retried
 from hashbay.agent.noise import NoiseModel, finite_or_none
 from hashbay.agent.quiet import MODES, QuietSettings, quiet_active
 from hashbay.agent.rig import Rig
 from hashbay.agent.status import SlotState, SlotStatus
+from hashbay.drivers.errors import HardwareError
 from hashbay.drivers.fan import FanReading
 from hashbay.drivers.numbers import finite_in
 
@@ -32,6 +35,7 @@ log = structlog.get_logger("hashbay.thermal")
 RPM_SMOOTHING = 0.3  # weight of the newest tach reading in the noise estimate
 
 DUTY_RESOLUTION = 0.005
+WRITE_FAILURES_LOGGED = 3  # steps in a row a failed fan write is logged, then quiet
 """Smaller duty changes are not written: inaudible, and they would keep the bus busy."""
 
 HEATING_STATES = frozenset({SlotState.HASHING, SlotState.DEGRADED})
@@ -155,6 +159,7 @@ class ThermalService:
         self._override: float | None = None
         self._quiet_mode: str | None = None
         self._written: float | None = None
+        self._write_failures = 0
         self._rpm_smoothed: list[float] = []
         self.status = ThermalStatus(
             enabled=settings.enabled,
@@ -298,11 +303,26 @@ class ThermalService:
             return
         fans = self._fans
 
-        def write() -> None:
+        def write() -> list[str]:
+            failed = []
             for fan in fans:
-                fan.set_duty(duty)
+                try:
+                    retried(partial(fan.set_duty, duty))
+                except HardwareError as exc:
+                    failed.append(str(exc))
+            return failed
 
-        await self._call(write)
+        failed = await self._call(write)
+        if failed:
+            # Not recorded as written: the next step writes it again. Meanwhile the fan
+            # runs at its last duty (or its controller's watchdog runs it at full speed).
+            self._write_failures += 1
+            if self._write_failures <= WRITE_FAILURES_LOGGED:
+                log.warning("fan duty not written", duty=round(duty, 3), errors=failed)
+            return
+        if self._write_failures:
+            log.info("fan duty written again", steps_missed=self._write_failures)
+            self._write_failures = 0
         if last is None or command.code != self.status.code:
             log.info("fan duty", duty=round(duty, 3), code=command.code, reason=command.reason)
         self._written = duty
@@ -314,7 +334,7 @@ class ThermalService:
         def write() -> None:
             for fan in fans:
                 try:
-                    fan.set_duty(duty)
+                    retried(partial(fan.set_duty, duty))
                 except Exception:
                     log.critical("fan not set to the safe duty", exc_info=True)
 

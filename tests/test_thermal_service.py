@@ -21,11 +21,13 @@ import pytest
 from hashbay.agent.app import Agent
 from hashbay.agent.config import Config
 from hashbay.agent.fan_control import ThermalSettings
+from hashbay.agent.fans import READ_ATTEMPTS
 from hashbay.agent.noise import FanModel, NoiseModel
 from hashbay.agent.quiet import QuietSettings
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState, SlotStatus
 from hashbay.agent.thermal import DUTY_RESOLUTION, Heat, ThermalService, heat_of
+from hashbay.drivers.errors import HardwareError
 from hashbay.drivers.fan import FanReading
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 from hashbay.tools.sim.plant import ThermalPlant
@@ -38,13 +40,18 @@ NOISE = NoiseModel([FanModel(6000.0, 69.0, 0.1)] * 4)
 
 
 class PlantFan:
-    """One of the plant's PWM lines, as the service drives a fan; counts writes."""
+    """One of the plant's PWM lines, as the service drives a fan; counts writes. `lost`
+    writes fail first, as on a noisy bus."""
 
     def __init__(self, plant: ThermalPlant, index: int) -> None:
         self.plant, self.index = plant, index
         self.writes: list[float] = []
+        self.lost = 0
 
     def set_duty(self, duty: float) -> float:
+        if self.lost:
+            self.lost -= 1
+            raise HardwareError(f"fan {self.index}: Input/output error (bus error)")
         self.plant.lines[self.index].value = duty
         self.writes.append(duty)
         return duty
@@ -216,6 +223,27 @@ async def test_a_crashing_loop_leaves_the_fans_at_the_safe_duty(bench: Bench) ->
     with pytest.raises(RuntimeError, match="unavailable"):
         await asyncio.wait_for(bench.service.run(), 5)
     assert all(fan.writes[-1] == 1.0 for fan in bench.fans)
+
+
+async def test_a_lost_fan_write_is_retried_not_a_crash_and_not_taken_as_written(
+    bench: Bench,
+) -> None:
+    await bench.run(600)
+    before = bench.fans[1].writes[-1]
+    bench.fans[1].lost = 2  # two transactions lost: asked again at once, lands
+    bench.service.set_fan_override(1.0)
+    await bench.service.step()
+    assert bench.fans[1].writes[-1] == 1.0
+    bench.service.set_fan_override(0.5)
+    bench.fans[1].lost = 2 * READ_ATTEMPTS  # two whole steps lost on this fan
+    for _ in range(2):
+        await bench.service.step()
+        assert bench.fans[1].writes[-1] == 1.0
+        assert bench.service.status.duty == 1.0  # still what the fans were last given
+    await bench.service.step()
+    assert [fan.writes[-1] for fan in bench.fans] == [0.5] * 4
+    assert bench.service.status.duty == 0.5
+    assert before < 1.0
 
 
 def test_heat_counts_hashing_boards_and_treats_a_blind_one_as_unknown() -> None:
