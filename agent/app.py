@@ -194,6 +194,10 @@ class Agent:
             slots=len(self.controllers),
             devices=lambda: [device_counters(c.chain) for c in self.controllers],
             pools=self._pool_views,
+            governed=lambda: (
+                self.power.mode().value,
+                self.power.governor.target_w(self.power.controls.current),
+            ),
         )
         self.supervisor = Supervisor(
             self._services(live, recent),
