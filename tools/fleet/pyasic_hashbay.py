@@ -58,7 +58,7 @@ class HashbayError(BaseMinerError):
 
 class HashbayRPCAPI(CGMinerRPCAPI):
     """hashbay's cgminer-compatible API plus its own commands (`faults`) and the
-    LuxOS-named controls it accepts (`curtail`, `ledset`, `powerset`, `poolset`)."""
+    LuxOS-named controls it accepts (`curtail`, `ledset`, `powerset`)."""
 
     async def faults(self) -> dict[str, Any]:
         """What is wrong now, with canonical codes, most severe first."""
@@ -75,11 +75,6 @@ class HashbayRPCAPI(CGMinerRPCAPI):
     async def powerset(self, watts: int) -> dict[str, Any]:
         """The whole miner's input power target in watts; 0 clears it."""
         return await self.send_command("powerset", parameters=str(watts))  # type: ignore[no-any-return]
-
-    async def poolset(self, pools: list[dict[str, Any]]) -> dict[str, Any]:
-        """Replace the pool list at once: `[{"url", "user", "password", "quota"}, ...]`."""
-        parameter = json.dumps(pools, separators=(",", ":"))
-        return await self.send_command("poolset", parameters=parameter)  # type: ignore[no-any-return]
 
 
 HASHBAY_DATA_LOC = DataLocations(
@@ -168,21 +163,6 @@ class HashbayMiner(BaseMiner):
         except APIError:
             return MinerConfig()
         return MinerConfig(pools=PoolConfig.from_api(rpc_pools))
-
-    async def send_config(self, config: MinerConfig, user_suffix: str | None = None) -> None:
-        """Only the pools are hashbay's to take from a config: groups become pools in
-        order, each carrying its group's quota (the share of hashrate it gets)."""
-        pools = [
-            {
-                "url": pool.url,
-                "user": f"{pool.user}{user_suffix or ''}",
-                "password": pool.password,
-                "quota": group.quota,
-            }
-            for group in config.pools.groups
-            for pool in group.pools
-        ]
-        await self.rpc.poolset(pools)
 
     @staticmethod
     async def _ok(request: Any) -> bool:
