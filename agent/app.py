@@ -22,6 +22,7 @@ from hashbay.agent.governor import Governor
 from hashbay.agent.health import HealthModel
 from hashbay.agent.liveness import Liveness, StallGuard, heartbeat, watchdog_pings
 from hashbay.agent.logsetup import RecentEvents
+from hashbay.agent.metrics import AgentCollector, MetricsServer, chip_reader
 from hashbay.agent.miner_api import MinerApiServer, device_counters
 from hashbay.agent.miner_api_replies import PoolView
 from hashbay.agent.mqtt import MqttPublisher
@@ -194,6 +195,21 @@ class Agent:
             slots=len(self.controllers),
             devices=lambda: [device_counters(c.chain) for c in self.controllers],
             pools=self._pool_views,
+            governed=lambda: (
+                self.power.mode().value,
+                self.power.governor.target_w(self.power.controls.current),
+            ),
+        )
+        self.metrics = MetricsServer(
+            config.metrics,
+            AgentCollector(
+                self.state,
+                pools=self._pool_views,
+                chips=chip_reader(lambda: [c.chain for c in self.controllers])
+                if config.metrics.per_chip
+                else None,
+                mode=lambda: self.power.mode().value,
+            ),
         )
         self.supervisor = Supervisor(
             self._services(live, recent),
@@ -330,6 +346,10 @@ class Agent:
         if config.api.enabled:
             services.append(
                 Service("miner-api", self.api.run, Policy.RESTART, "fleet tools poll again")
+            )
+        if config.metrics.enabled:
+            services.append(
+                Service("metrics", self.metrics.run, Policy.RESTART, "Prometheus scrapes again")
             )
         if live is not None:
             events = recent or RecentEvents()

@@ -17,6 +17,7 @@ from hashbay.agent.control_socket import ControlSettings
 from hashbay.agent.fan_control import ThermalSettings
 from hashbay.agent.governor import EconomicsSettings, PowerSettings
 from hashbay.agent.health import HealthSettings
+from hashbay.agent.metrics_settings import MetricsSettings
 from hashbay.agent.miner_api import ApiSettings
 from hashbay.agent.pools import PoolSettings, check_pools
 from hashbay.agent.predict import PredictSettings
@@ -427,6 +428,9 @@ class Config:
     )
     control: ControlSettings = table(ControlSettings, "The technician control socket (`hashbay`).")
     api: ApiSettings = table(ApiSettings, "The cgminer-compatible miner API for fleet tools.")
+    metrics: MetricsSettings = table(
+        MetricsSettings, "Prometheus / OpenMetrics series for the farm's monitoring."
+    )
     thermal: ThermalSettings = table(ThermalSettings, "Fan control from board temperature.")
     quiet: QuietSettings = table(QuietSettings, "Quiet mode: a cap on the fans' noise.")
     protection: ProtectionSettings = table(

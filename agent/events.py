@@ -12,10 +12,12 @@ import enum
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
+
+from hashbay.agent.fault_codes import with_code
 
 log = structlog.get_logger("hashbay.events")
 
@@ -92,6 +94,9 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Spool, log and fan out. Call from the event loop thread."""
+        details = with_code(event.kind.value, event.details)
+        if details is not event.details:
+            event = replace(event, details=details)
         if self._sink is not None:
             self._sink.append(event)
         log.info(

@@ -20,14 +20,17 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from hashbay import __version__
+from hashbay.agent import miner_api_fleet as fleet
 from hashbay.agent import miner_api_replies as replies
 from hashbay.agent.commands import CommandError, CommandHandler, parse_command_mapping
 from hashbay.agent.miner_api_replies import (
@@ -127,7 +130,11 @@ _CHANGES: dict[str, tuple[Callable[[int], dict[str, Any]], int, str]] = {
     ),
 }
 _SPECIAL = frozenset({"check", "privileged"})
-KNOWN = frozenset(replies.READS) | frozenset(_CHANGES) | _SPECIAL
+_READS = {**replies.READS, **fleet.READS}
+KNOWN = frozenset(_READS) | frozenset(_CHANGES) | frozenset(fleet.CHANGES) | _SPECIAL
+BUILD = time.strftime(  # when the agent's code was installed: bmminer's CompileTime
+    "%a %b %d %H:%M:%S UTC %Y", time.gmtime(Path(__file__).resolve().stat().st_mtime)
+)
 
 
 def device_counters(chain: Bm13xxChain | None) -> DeviceCounters | None:
@@ -158,6 +165,7 @@ class MinerApiServer:
         slots: int,
         devices: Callable[[], Sequence[DeviceCounters | None]] = list,
         pools: Callable[[], Sequence[PoolView]] = list,
+        governed: Callable[[], tuple[str, float | None]] = lambda: ("run", None),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -166,6 +174,7 @@ class MinerApiServer:
         self._slots = slots
         self._devices = devices
         self._pools = pools
+        self._governed = governed
         self._clock = clock
         self._meter = WorkMeter()
         self._allowed = [ipaddress.ip_network(a, strict=False) for a in settings.allowed_addresses]
@@ -261,7 +270,7 @@ class MinerApiServer:
     async def _one(
         self, name: str, request: ApiRequest, view: MinerView, host: str | None, *, joined: bool
     ) -> ApiReply:
-        reader = replies.READS.get(name)
+        reader = _READS.get(name)
         if reader is not None:
             return reader(view, request.parameter)
         if name == "check":
@@ -277,6 +286,10 @@ class MinerApiServer:
             if joined or not self._may_change(host):
                 return replies.error(Code.ACCESS_DENIED, f"Access denied to '{name}' command")
             return await self._change(name, request.parameter, view, host)
+        if name in fleet.CHANGES:
+            if joined or not self._may_change(host):
+                return replies.error(Code.ACCESS_DENIED, f"Access denied to '{name}' command")
+            return await self._control(name, request.parameter or "", view, host)
         return replies.error(Code.INVALID_COMMAND, "Invalid command")
 
     def _may_change(self, host: str | None) -> bool:
@@ -310,6 +323,30 @@ class MinerApiServer:
             return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
         return ApiReply(Severity.SUCCESS, code, message.format(slot=slot))
 
+    async def _control(
+        self, name: str, parameter: str, view: MinerView, host: str | None
+    ) -> ApiReply:
+        """A fleet control: its agent commands in order; the first refusal ends it."""
+        control = fleet.CHANGES[name]
+        bound = log.bind(api_command=name, parameter=parameter[:64], client=host)
+        try:
+            built = control.build(parameter, view)
+            commands = [parse_command_mapping(c, slots=self._slots) for c in built]
+        except (fleet.ParameterError, CommandError) as exc:
+            bound.warning("miner API command refused", error=str(exc))
+            return replies.error(fleet.FleetCode.BAD_PARAMETER, str(exc))
+        bound.info("miner API command")
+        for command in commands:
+            try:
+                await self._handle(command)
+            except CommandError as exc:
+                return replies.error(Code.REFUSED, str(exc))
+            except Exception as exc:
+                bound.exception("miner API command failed")
+                return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
+        message = control.message.format(parameter=parameter.strip())
+        return ApiReply(Severity.SUCCESS, control.code, message)
+
     def view(self) -> MinerView:
         """Everything the replies need, taken now from the agent's state."""
         now = self._clock()
@@ -319,6 +356,7 @@ class MinerApiServer:
         fans = tuple(FanView(f.duty, f.rpm, f.stalled) for f in snapshot.fans) if snapshot else ()
         psu = snapshot.psu.pin_w if snapshot and snapshot.psu else None
         slots = tuple(self._state.slot_statuses())
+        mode, limit_w = self._governed()
         return MinerView(
             now=now,
             started_at=self._state.started_at,
@@ -331,6 +369,11 @@ class MinerApiServer:
             fans=fans,
             psu_input_w=psu,
             pools=tuple(self._pools()),
+            mode=mode,
+            power_limit_w=limit_w,
+            hostname=socket.gethostname(),
+            psu_problems=tuple(snapshot.psu_problems) if snapshot else (),
+            build=BUILD,
         )
 
 

@@ -272,6 +272,11 @@ class MinerView:
     psu_input_w: float | None = None
     pools: tuple[PoolView, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "run"  # the power governor's: run, min (held at minimum) or sleep
+    power_limit_w: float | None = None  # the governor's input-power target, if any
+    hostname: str = ""
+    psu_problems: tuple[str, ...] = ()
+    build: str = ""  # when this agent's code was built, for CompileTime
 
     @property
     def description(self) -> str:
@@ -303,11 +308,14 @@ _DEVICE_STATUS: Mapping[str, tuple[str, str]] = {
 
 
 def version(view: MinerView) -> ApiReply:
+    """`Miner` and `Firmware` carry the marker fleet tools recognise hashbay by ("hashbay");
+    bmminer-style tools show `CompileTime` as the firmware version (pyasic's `fw_ver`)."""
     item = {
         "CGMiner": view.version,
         "API": API_VERSION,
         "Miner": f"hashbay {view.version}",
-        "CompileTime": "",
+        "Firmware": f"hashbay {view.version}",
+        "CompileTime": view.build or f"hashbay {view.version}",
         "Type": f"hashbay {_models(view)}".strip(),
     }
     return ApiReply(Severity.SUCCESS, Code.VERSION, "CGMiner versions", "VERSION", (item,))
@@ -323,6 +331,9 @@ def config(view: MinerView) -> ApiReply:
         "Device Code": "ASC",
         "OS": "Linux",
         "Hotplug": "Slots",
+        "Hostname": view.hostname,
+        # LuxOS's name: the locate LEDs, "off" unless one of them is lit or blinking.
+        "RedLed": _red_led(view),
     }
     return ApiReply(Severity.SUCCESS, Code.CONFIG, "CGMiner config", "CONFIG", (item,))
 
@@ -365,6 +376,10 @@ def summary(view: MinerView) -> ApiReply:
         "Pool Rejected%": 0.0,
         "Pool Stale%": 0.0,
         "Last getwork": 0,
+        # Where btminer-family tools read power: watts at the PSU input, the target.
+        "Power": round(view.psu_input_w) if view.psu_input_w is not None else 0,
+        "Power Limit": round(view.power_limit_w) if view.power_limit_w else 0,
+        "Power Mode": view.mode,
     }
     return ApiReply(Severity.SUCCESS, Code.SUMMARY, "Summary", "SUMMARY", (item,))
 
@@ -480,7 +495,7 @@ def stats(view: MinerView) -> ApiReply:
     header = {
         "CGMiner": view.version,
         "Miner": f"hashbay {view.version}",
-        "CompileTime": "",
+        "CompileTime": view.build or f"hashbay {view.version}",
         "Type": f"hashbay {_models(view)}".strip(),
     }
     rate_ghs = sum(_rate_hs(s) for s in view.slots) / 1e9
@@ -505,6 +520,8 @@ def stats(view: MinerView) -> ApiReply:
         "miner_count": len(view.slots),
         "frequency": round(sum(freqs) / len(freqs)) if freqs else 0,
         "fan_num": len(view.fans),
+        "total_power": round(view.psu_input_w) if view.psu_input_w is not None else 0,
+        "chain_power": f"{view.psu_input_w or 0:.0f} W",
     }
     for n, fan in enumerate(view.fans, start=1):
         entry[f"fan{n}"] = round(fan.rpm)
@@ -526,6 +543,9 @@ def stats(view: MinerView) -> ApiReply:
         entry[f"chain_rate{n}"] = f"{_rate_hs(status) / 1e9:.2f}" if _present(status) else ""
         entry[f"chain_rateideal{n}"] = round(health.expected_hs / 1e9, 2) if health else 0.0
         entry[f"freq_avg{n}"] = round(counters.freq_mhz) if counters else 0
+        entry[f"chain_power{n}"] = round(status.power_w or 0.0, 1)
+        entry[f"chain_serial{n}"] = status.serial or ""
+        entry[f"chain_acn_expected{n}"] = total
     return ApiReply(Severity.SUCCESS, Code.STATS, "CGMiner stats", "STATS", (header, entry))
 
 
@@ -672,6 +692,11 @@ def _hottest(temps_c: Iterable[float | None]) -> float:
 def _percent(part: float, whole: float) -> float:
     total = part + whole
     return round(part / total * 100, 4) if total else 0.0
+
+
+def _red_led(view: MinerView) -> str:
+    modes = {s.locate for s in view.slots} - {"off"}
+    return "blink" if "blink" in modes else "on" if modes else "off"
 
 
 def _chip_map(answering: int, total: int) -> str:

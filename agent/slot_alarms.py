@@ -16,6 +16,7 @@ import structlog
 from hashbay.agent.alarms import AlarmGate
 from hashbay.agent.bus_health import describe
 from hashbay.agent.events import Event, EventKind
+from hashbay.agent.fault_codes import Fault, for_tier
 from hashbay.agent.protection import Tier, Verdict
 from hashbay.agent.status import BusDevice
 from hashbay.drivers.slot_pins import SlotPins
@@ -43,6 +44,8 @@ class SlotAlarms:
 
     def temperature(self, verdict: Verdict) -> None:
         """A protection tier reached or cleared (a throttle by a stalled fan included)."""
+        cause = for_tier(verdict.tier)
+        coded = {"code": cause.code} if cause is not None else {}
         self._raise(
             "temperature",
             _TIER_KIND.get(verdict.tier, EventKind.THROTTLED),
@@ -51,6 +54,7 @@ class SlotAlarms:
             scale=verdict.freq_scale,
             tier=verdict.tier.value,
             hottest_c=verdict.hottest_c,
+            **coded,
         )
 
     def sensors(self, before: tuple[int, ...], now: tuple[int, ...], lost_s: float) -> None:
@@ -102,9 +106,10 @@ class SlotAlarms:
         """Back from degraded (a score hovering at the threshold must not flood)."""
         self._raise("health", EventKind.RECOVERED, "module healthy again", score=round(score))
 
-    def internal(self, why: str) -> None:
+    def internal(self, why: str, cause: Fault) -> None:
         """A failure in a state with nothing powered: told, at most once per interval."""
-        event = Event(EventKind.FAULT, self.slot, f"slot {self.slot}: {why}")
+        message = f"slot {self.slot}: {why}"
+        event = Event(EventKind.FAULT, self.slot, message, details={"code": cause.code})
         self._gate.raise_event("internal error", event, 1)
 
     def _raise(

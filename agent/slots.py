@@ -22,6 +22,7 @@ from hashbay.agent.alarms import AlarmGate, AlarmSettings
 from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
 from hashbay.agent.bus_health import BusNoise, describe
 from hashbay.agent.events import Event, EventBus, EventKind
+from hashbay.agent.fault_codes import Fault, for_health, for_tier
 from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
@@ -231,6 +232,7 @@ class SlotController:
         self._protection: BoardGuard | None = None
         self._restart_policy: RestartPolicy | None = None
         self._fault_reason = ""
+        self._fault_cause = Fault.INTERNAL_ERROR
         self._fault_retry = True
         self._bus_noise = BusNoise(services.alarm_settings)
         self._bus: tuple[BusDevice, ...] = ()
@@ -256,7 +258,8 @@ class SlotController:
         if self._guarded:
             limit = self._svc.protection.cutoff_c if self._svc.protection else None
             at = f" ({limit:g} °C)" if limit is not None else ""
-            self._cut(f"over temperature: the board's sensors tripped their hardware limit{at}")
+            why = f"over temperature: the board's sensors tripped their hardware limit{at}"
+            self._cut(why, Fault.OVER_TEMP_CUT)
 
     async def prepare_swap(self) -> SlotState:
         if self.state is SlotState.EMPTY:
@@ -349,15 +352,15 @@ class SlotController:
         event; a failure while already faulted waits for a technician (no crash loop)."""
         self.hw.safe()  # first, and without the bus: the bus may be what failed
         if isinstance(exc, HashbayError):
-            why = f"{self.state}: {exc}"
+            why, cause = f"{self.state}: {exc}", Fault.SLOT_HARDWARE_ERROR
         else:
             self._log.error("slot handler failed", state=str(self.state), exc_info=exc)
-            why = f"internal error while {self.state}: {exc!r}"
+            why, cause = f"internal error while {self.state}: {exc!r}", Fault.INTERNAL_ERROR
         if not allowed(self.state, Trigger.FAULT):  # nothing is powered in this state
-            self._alarms.internal(why)
+            self._alarms.internal(why, cause)
             await asyncio.sleep(PRESENCE_RECHECK_S)
             return
-        await self._fault(why, retry=self.state is not SlotState.FAULT)
+        await self._fault(why, cause, retry=self.state is not SlotState.FAULT)
 
     async def _take_interrupts(self) -> None:
         self._interrupt.clear()
@@ -378,7 +381,7 @@ class SlotController:
                 )
                 continue
             if trigger is Trigger.FAULT:
-                await self._fault(self._fault_reason, retry=self._fault_retry)
+                await self._fault(self._fault_reason, self._fault_cause, retry=self._fault_retry)
             elif trigger is Trigger.RETRY:
                 self.hw.pins.locate("off")
                 self._go(trigger, "reset by a technician: bringing the module up", locate="off")
@@ -432,6 +435,7 @@ class SlotController:
         after = next_state(before, trigger)
         self.state = after
         self.transitions.append((before, after, why))
+        status = {"fault_code": None, **status}  # a code outlives no transition
         self._set_status(state=after, detail=why, since=time.time(), **status)
         self._log.info(
             "slot state", serial=self.status.serial, state=str(after), was=str(before), why=why
@@ -543,10 +547,12 @@ class SlotController:
                 lambda: self.hw.arm_alerts(over_c, release_c, settings.alert_fault_queue)
             )
         except ProtocolError as exc:  # a part that does not keep its limits: service
-            await self._fault(f"over-temperature cut not armed: {exc}", retry=False)
+            await self._fault(
+                f"over-temperature cut not armed: {exc}", Fault.OT_CUT_NOT_ARMED, retry=False
+            )
             return False
         except HardwareError as exc:
-            await self._fault(f"over-temperature cut not armed: {exc}")
+            await self._fault(f"over-temperature cut not armed: {exc}", Fault.OT_CUT_NOT_ARMED)
             return False
         self._log.info(
             "over-temperature cut armed",
@@ -560,8 +566,9 @@ class SlotController:
         self._fault_retry = False  # only a technician's reset (or a new module) retries
         self._svc.envelope.forget_board(self.index)
         self.hw.pins.locate("on")
-        self._go(Trigger.UNTRUSTED, f"not powered: {why}", locate="on")
-        self._event(EventKind.FAULT, f"module in slot {self.index} not powered: {why}")
+        code = Fault.MODULE_UNTRUSTED.code
+        self._go(Trigger.UNTRUSTED, f"not powered: {why}", locate="on", fault_code=code)
+        self._event(EventKind.FAULT, f"module in slot {self.index} not powered: {why}", code=code)
 
     async def _in_powering(self) -> None:
         identity = self._identity()
@@ -578,7 +585,8 @@ class SlotController:
                 self._set_status(detail=detail)
             await asyncio.sleep(2.0)
         if self.hw.pins.alert_asserted:
-            await self._fault("over-temperature alert asserted: too hot to power up")
+            why = "over-temperature alert asserted: too hot to power up"
+            await self._fault(why, Fault.TOO_HOT_TO_POWER)
             return
         self._start_guard()
         volts = self._planned().board_v
@@ -587,7 +595,7 @@ class SlotController:
                 self.hw, volts, call=self._svc.call, timeout_s=self._settings.power_good_timeout_s
             )
         except PowerUpFailed as exc:
-            await self._fault(str(exc))
+            await self._fault(str(exc), Fault.POWER_UP_FAILED)
             return
         self._go(Trigger.POWER_GOOD, f"rail up at {volts:.2f} V", board_v=volts)
 
@@ -640,7 +648,7 @@ class SlotController:
                 await chain.set_fast_baud()
             self._go(Trigger.ENUMERATED, f"{info.chip_count} {info.model} chips answered")
             return
-        await self._fault(f"chain enumeration failed: {last_error}")
+        await self._fault(f"chain enumeration failed: {last_error}", Fault.CHAIN_ENUMERATION_FAILED)
 
     async def _in_ramping(self) -> None:
         target = self._planned()
@@ -929,10 +937,11 @@ class SlotController:
             )
         reasons = "; ".join(r.text for r in health.reasons[:3]) or "healthy"
         if health.level is HealthLevel.FAULT:
-            await self._fault(reasons)
+            await self._fault(reasons, for_health(health.reasons, Fault.HASHRATE_LOW))
             return True
         if health.level is HealthLevel.DEGRADED and self.state is SlotState.HASHING:
-            self._go(Trigger.DEGRADED, f"health {health.score:.0f}: {reasons}")
+            code = for_health(health.reasons, Fault.HASHRATE_LOW).code
+            self._go(Trigger.DEGRADED, f"health {health.score:.0f}: {reasons}", fault_code=code)
             return True
         if health.level is HealthLevel.OK and self.state is SlotState.DEGRADED:
             self._go(Trigger.HEALTHY, f"health {health.score:.0f}: recovered")
@@ -996,7 +1005,9 @@ class SlotController:
         await self._power_down()
         if not await self._until(self.hw.output_off, self._settings.power_good_timeout_s):
             await self._fault(
-                "output still live after power-down: do NOT remove the module", retry=False
+                "output still live after power-down: do NOT remove the module",
+                Fault.OUTPUT_STILL_LIVE,
+                retry=False,
             )
             return
         self.hw.pins.locate("blink")
@@ -1037,7 +1048,7 @@ class SlotController:
                 self._svc.clock(), temps, self.status.power_w, self._svc.fans_stalled(), rail_fault
             )
             if verdict.tier.cuts_power:
-                self._cut(verdict.reason)
+                self._cut(verdict.reason, for_tier(verdict.tier) or Fault.OVER_TEMP_CUT)
                 return
             if verdict.changed:
                 self._throttled(verdict)
@@ -1048,14 +1059,14 @@ class SlotController:
                 )
         except Exception as exc:  # unwatched means unpowered
             self._log.exception("protection failed")
-            self._cut(f"protection failed: {exc!r}")
+            self._cut(f"protection failed: {exc!r}", Fault.INTERNAL_ERROR)
 
-    def _cut(self, why: str) -> None:
+    def _cut(self, why: str, cause: Fault) -> None:
         """The hard cut first (GPIO, no bus), then the state machine tidies up."""
         self.hw.safe()
         self._stop_guard()
         self._log.warning("protection cut", why=why)
-        self._fault_reason, self._fault_retry = why, True
+        self._fault_reason, self._fault_cause, self._fault_retry = why, cause, True
         future: asyncio.Future[SlotState] = asyncio.get_running_loop().create_future()
         self._interrupts.append((Trigger.FAULT, future))
         self._interrupt.set()
@@ -1070,14 +1081,15 @@ class SlotController:
         self._set_status(throttle=verdict.freq_scale, throttle_reason=reason)
         self._alarms.temperature(verdict)
 
-    async def _fault(self, why: str, *, retry: bool = True) -> None:
-        self._fault_reason, self._fault_retry = why, retry
+    async def _fault(self, why: str, cause: Fault, *, retry: bool = True) -> None:
+        self._fault_reason, self._fault_cause, self._fault_retry = why, cause, retry
         if self._restart_policy is not None:
             self._restart_policy.tripped(self._svc.clock(), why)
         await self._power_down()
         self.hw.pins.locate("on")
-        self._go(Trigger.FAULT, why, locate="on")
-        self._event(EventKind.FAULT, f"module in slot {self.index} faulted: {why}", reason=why)
+        self._go(Trigger.FAULT, why, locate="on", fault_code=cause.code)
+        message = f"module in slot {self.index} faulted: {why}"
+        self._event(EventKind.FAULT, message, reason=why, code=cause.code)
 
     async def _power_down(self) -> None:
         self.hw.safe()

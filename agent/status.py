@@ -144,6 +144,7 @@ class SlotStatus:
     restarts: int = 0  # automatic restarts after faults, in the current window
     tuning: str = ""  # autotuning progress, or the tuned profile in words
     bus: tuple[BusDevice, ...] = ()  # the slot's I2C devices (while its module hashes)
+    fault_code: int | None = None  # agent/fault_codes.py: why it is faulted or degraded
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -16,6 +16,7 @@ from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
 from hashbay.agent.config import Config
 from hashbay.agent.events import EventKind
+from hashbay.agent.fault_codes import Fault
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
 from hashbay.tools.sim.rig import SimRig
@@ -95,12 +96,18 @@ async def test_hot_board_is_throttled_then_cut_then_comes_back_by_itself(
     assert "cutoff" in agent.controllers[0].status.detail
     assert [c.state for c in agent.controllers[1:]] == [SlotState.HASHING] * 2
     assert {"throttled", "fault"} <= set(kinds(agent, 0))
+    cut = next(e for e in agent.events.recent(200) if e.slot == 0 and e.kind is EventKind.FAULT)
+    assert cut.details["code"] == Fault.OVER_TEMP_CUT.code
+    assert agent.controllers[0].status.fault_code == Fault.OVER_TEMP_CUT.code
+    throttled = [e for e in agent.events.recent(200) if e.kind is EventKind.THROTTLED]
+    assert throttled[0].details["code"] == Fault.THROTTLED.code
 
     rig.overheat(0, 0.0)  # the heatsink is clear again: the board cools and restarts
     await until(lambda: "restarting" in kinds(agent, 0), timeout_s=60, what="restart")
     await until(lambda: agent.controllers[0].state is SlotState.HASHING, what="hashing again")
     assert agent.controllers[0].status.restarts == 1
     assert agent.controllers[0].throttle == 1.0
+    assert agent.controllers[0].status.fault_code is None  # no code outlives the fault
 
 
 async def test_repeated_trips_leave_the_board_off_until_a_technician_resets_it(

@@ -18,6 +18,7 @@ from hashbay.agent.app import Agent
 from hashbay.agent.commands import Command
 from hashbay.agent.config import Config
 from hashbay.agent.events import EventKind
+from hashbay.agent.fault_codes import Fault
 from hashbay.agent.lifecycle import TOUCHES_HARDWARE, TRANSITIONS, Trigger
 from hashbay.agent.sdnotify import SystemdNotifier
 from hashbay.agent.status import SlotState
@@ -125,6 +126,7 @@ async def test_a_bug_while_identifying_faults_the_slot_once_with_an_event(
     await asyncio.sleep(0.5)
     faults = events(agent, EventKind.FAULT)
     assert len(faults) == 1 and "internal error while identifying" in faults[0].message
+    assert faults[0].details["code"] == controller.status.fault_code == Fault.INTERNAL_ERROR.code
     assert "ZeroDivisionError" in controller.status.detail
     monkeypatch.undo()
     assert await agent.dispatch(Command("reset_slot", {"slot": 0})) == {
@@ -166,6 +168,7 @@ async def test_a_tripped_hot_swap_is_cleared_before_the_automatic_restart(
     rig.hotswap_overcurrent(0)
     await until(lambda: controller.state is SlotState.FAULT, what="the trip")
     assert tripped(rig)  # latched: only CLEAR_FAULTS releases it
+    assert controller.status.fault_code == Fault.RAIL_FAULT.code
     await until(lambda: events(agent, EventKind.RESTARTING), timeout_s=30, what="restart")
     await until(lambda: controller.state is SlotState.HASHING, what="hashing again")
     assert not tripped(rig)

@@ -31,6 +31,7 @@ from hashbay.agent.control_protocol import (
     parse_server_message,
     request_message,
 )
+from hashbay.agent.fault_codes import CATALOG
 from hashbay.agent.swap_order import swap_order
 from hashbay.tools import cli_render as render
 
@@ -327,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, default=20, metavar="N")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--count", type=_count, metavar="N", help="with --follow: stop after N")
+    return _with_fleet_commands(parser, sub)
+
+
+def _with_fleet_commands(parser: argparse.ArgumentParser, sub: Any) -> argparse.ArgumentParser:
+    """What a fleet operator shares with the technician: fault codes, the pool list."""
+    p = sub.add_parser("codes", help="the fault codes: what each means and what to do")
+    p.add_argument("code", nargs="?", type=int, help="only this code")
     return parser
 
 
@@ -384,12 +392,21 @@ class Cli:
             "profit": lambda: self.change("profit", on=a.mode == "on"),
             "watch": lambda: self.watch(a.interval, a.count),
             "events": lambda: self.events(a.limit, follow=a.follow, count=a.count),
+            "codes": lambda: self.codes(a.code),
         }
         if a.command == "swap":
             if a.action == "cancel":
                 return self.change("cancel_swap", slot=a.slot)
             return self.swap_prepare(a.slot, wait=not a.no_wait, wait_s=a.wait)
         return simple[a.command]()
+
+    def codes(self, code: int | None) -> int:
+        """Answered here, without the agent: a technician reads a code off a fleet tool."""
+        entries = [c for c in CATALOG if code is None or c.code == code]
+        if not entries:
+            raise CliError(f"no fault code {code}; `hashbay codes` lists them", EXIT_USAGE)
+        self.emit([c.to_json() for c in entries], lambda: render.codes_text(entries))
+        return EXIT_OK
 
     def slots(self, slots: list[dict[str, Any]]) -> str:
         return render.slots_table(swap_order(slots) if self.args.swap_order else slots)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hashbay.agent.fault_codes import FaultCode, lookup
+
 NONE = "-"
 
 
@@ -129,6 +131,9 @@ def slot_text(detail: Mapping[str, Any], *, all_chips: bool = False) -> str:
     lines = [f"Slot {n}: {slot.get('state')} since {clock(slot.get('since'))}"]
     if slot.get("detail"):
         lines[0] += f" — {slot['detail']}"
+    known = lookup(slot["fault_code"]) if isinstance(slot.get("fault_code"), int) else None
+    if known is not None:
+        lines.append(f"  Fault code  {known.code} {known.name} ({known.severity}): {known.action}")
     if slot.get("serial"):
         lines.append(f"  Module      {slot['serial']} ({slot.get('model') or 'unknown model'})")
     health = _health(slot)
@@ -249,11 +254,26 @@ def noise_and_blocks(data: Mapping[str, Any], keys: tuple[str, ...]) -> list[str
     return lines
 
 
+def codes_text(entries: Iterable[FaultCode]) -> str:
+    lines = []
+    for c in entries:
+        lines += [f"{c.code} {c.name} ({c.severity})", f"  {c.meaning}", f"  Do: {c.action}"]
+    return "\n".join(lines)
+
+
+def _code_note(details: Any) -> str:
+    code = details.get("code") if isinstance(details, Mapping) else None
+    known = lookup(code) if isinstance(code, int) else None
+    return f" [{known.code} {known.name}]" if known is not None else ""
+
+
 def event_line(event: Mapping[str, Any]) -> str:
     slot = event.get("slot")
     where = f"slot {slot}" if slot is not None else "miner"
     serial = f" {event['serial']}" if event.get("serial") else ""
-    return f"{clock(event.get('at'))}  {where}{serial}  {event.get('kind')}: {event.get('message')}"
+    note = _code_note(event.get("details"))
+    kind = f"{event.get('kind')}{note}"
+    return f"{clock(event.get('at'))}  {where}{serial}  {kind}: {event.get('message')}"
 
 
 def change_text(name: str, result: Any) -> str:

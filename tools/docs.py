@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.fault_codes import CATALOG
 from hashbay.agent.settings import (
     REQUIRED,
     FieldInfo,
@@ -105,6 +106,15 @@ def fault_matrix() -> str:
     return "\n".join(rows) + "\n"
 
 
+def fault_codes() -> str:
+    """The canonical fault codes (agent/fault_codes.py) as fleet tools see them."""
+    rows = ["| code | name | severity | meaning | what to do |", "|---|---|---|---|---|"]
+    rows += [
+        f"| {c.code} | `{c.name}` | {c.severity} | {c.meaning} | {c.action} |" for c in CATALOG
+    ]
+    return "\n".join(rows) + "\n"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.2g} s" if value < 10 else f"{value:.0f} s"
 
@@ -113,6 +123,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "config-reference": config_reference,
     "fault-reference": fault_reference,
     "fault-matrix": fault_matrix,
+    "fault-codes": fault_codes,
 }
 
 
