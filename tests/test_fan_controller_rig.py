@@ -124,19 +124,26 @@ async def test_the_agent_drives_and_reads_its_fans_through_the_controller(
     assert [controller.registers[base] for base in (0x30, 0x40, 0x50, 0x60)] == [0xFF] * 4
 
 
-def test_a_fan_unread_is_asked_again_and_counts_as_stalled_only_after_polls_running() -> None:
-    clock = Clock(0.0)
-    bus = SimI2CBus(clock=clock)
+def one_fan_on_a_controller(
+    clock: Clock, *, rpm: float, rng: random.Random | None = None
+) -> tuple[SimI2CBus, FanReader]:
+    """A simulated EMC2305 with one fan on channel 1, configured, and the agent's reader."""
+    bus = SimI2CBus(clock=clock, rng=rng)
     part = SimEmc2305(0x2F, clock)
     bus.attach(0x2F, part)
-    part.connect(1, SimFan(None, None, None, drive=part.drive(1)))
+    part.connect(1, SimFan(None, None, None, drive=part.drive(1), rpm=rpm))
     chip = Emc2305(
         LockedI2C(bus),
         0x2F,
         SafetyEnvelope(FanLimits(0.2, 1.0), BoardLimits(11, 15.5, 50, 800, 1800), 5500),
     )
     chip.configure([1])
-    reader = FanReader([chip.fan(1, "fan0")])
+    return bus, FanReader([chip.fan(1, "fan0")])
+
+
+def test_a_fan_unread_is_asked_again_and_counts_as_stalled_only_after_polls_running() -> None:
+    clock = Clock(0.0)
+    bus, reader = one_fan_on_a_controller(clock, rpm=0.0)
     bus.set_error_rate(1.0, 0x2F)
     for _ in range(UNREADABLE_POLLS - 1):
         missed = reader.read_all()[0]
@@ -150,17 +157,7 @@ def test_a_fan_unread_is_asked_again_and_counts_as_stalled_only_after_polls_runn
 
 def test_transactions_lost_now_and_then_never_make_a_stall() -> None:
     clock = Clock(0.0)
-    bus = SimI2CBus(clock=clock, rng=random.Random(7))
-    part = SimEmc2305(0x2F, clock)
-    bus.attach(0x2F, part)
-    part.connect(1, SimFan(None, None, None, drive=part.drive(1), rpm=5000.0))
-    chip = Emc2305(
-        LockedI2C(bus),
-        0x2F,
-        SafetyEnvelope(FanLimits(0.2, 1.0), BoardLimits(11, 15.5, 50, 800, 1800), 5500),
-    )
-    chip.configure([1])
-    reader = FanReader([chip.fan(1, "fan0")])
+    bus, reader = one_fan_on_a_controller(clock, rpm=5000.0, rng=random.Random(7))
     bus.set_error_rate(0.2, 0x2F)
     readings = []
     for _ in range(500):
