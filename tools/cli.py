@@ -33,6 +33,7 @@ from hashbay.agent.control_protocol import (
 )
 from hashbay.agent.swap_order import swap_order
 from hashbay.tools import cli_render as render
+from hashbay.tools.fleet import command as fleet
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -247,7 +248,7 @@ def _count(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of commands
     parser = argparse.ArgumentParser(
         prog="hashbay",
         description="Technician CLI for the hashbay agent on this controller.",
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, default=20, metavar="N")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--count", type=_count, metavar="N", help="with --follow: stop after N")
+
+    fleet.add_parser(sub)
     return parser
 
 
@@ -531,6 +534,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "fleet":  # the farm's broker, not this controller's agent
+        return fleet.run(args, out or sys.stdout)
     try:
         return Cli(args, out or sys.stdout).run()
     except CliError as exc:
