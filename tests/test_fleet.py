@@ -185,6 +185,60 @@ def test_an_unknown_miner_exits_1(broker: Broker) -> None:
     assert "no miner 'rig-z'" in done.stderr
 
 
+def test_a_group_splits_the_events_while_each_member_reads_the_whole_farm(
+    broker: Broker,
+) -> None:
+    publish_farm(broker.port, "hashbay")
+    port = str(broker.port)
+    members = [LiveView("--port", port, "--every", "0.2s", "--group", "techs") for _ in range(2)]
+    alone = LiveView("--port", port, "--every", "0.2s")
+    views = [*members, alone]
+    try:
+        for view in views:
+            view.until("the retained farm", lambda f: f["summary"]["miners"] == 2)
+        sent = publish_events(broker.port, "hashbay", count=200)
+        alone.until("every event", lambda f: f["summary"]["events"] == sent, 30)
+        deadline = time.monotonic() + 30
+        taken = [0, 0]
+        while sum(taken) < sent and time.monotonic() < deadline:
+            taken = [newest(view)["summary"]["events"] for view in members]
+        assert sum(taken) == sent  # every event once in the group, none twice
+        assert min(taken) > sent // 10  # and both members took a share
+        assert all(newest(view)["summary"]["miners"] == 2 for view in views)  # state: everyone's
+    finally:
+        for view in views:
+            view.stop()
+
+
+def test_a_group_name_that_is_no_topic_level_is_a_usage_error() -> None:
+    done = fleet("--group", "a/b", "--once")
+    assert done.returncode == 2
+    assert "a group name is 1-64 letters" in done.stderr
+
+
+def newest(view: LiveView) -> dict[str, Any]:
+    """The first frame the view draws after now (older ones are dropped)."""
+    while not view.frames.empty():
+        view.frames.get_nowait()
+    return view.frames.get(timeout=30)
+
+
+def publish_events(port: int, prefix: str, *, count: int) -> int:
+    """`count` distinct events from rig-a, at QoS 1; returns how many were sent."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect(HOST, port)
+    client.loop_start()
+    try:
+        for seq in range(1, count + 1):
+            body = {"seq": seq, "stream": "g1", "kind": "tuned", "slot": seq % 3, "serial": None}
+            body |= {"message": "tuned", "details": {}, "at": 1000.0 + seq}
+            client.publish(f"{prefix}/rig-a/event", json.dumps(body), qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return count
+
+
 def publish_farm(
     port: int,
     prefix: str,

@@ -74,6 +74,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--key-file", type=_absolute, metavar="FILE", help="mqtt.key_file")
     p.add_argument("--prefix", metavar="PREFIX", help="mqtt.topic_prefix (hashbay)")
     p.add_argument("--client-id", metavar="ID", help="MQTT client id (default: unique)")
+    p.add_argument(
+        "--group",
+        type=_group,
+        metavar="NAME",
+        help="take events through the shared subscription $share/NAME/…: the group's "
+        "fleet processes split them (each still reads all retained state)",
+    )
     p.add_argument("--once", action="store_true", help="read the farm, print once, exit")
     p.add_argument(
         "--json", action="store_true", dest="fleet_json", help="JSON (one object per frame)"
@@ -110,6 +117,14 @@ def add_parser(sub: Any) -> None:
         metavar="DURATION",
         help=f"--once: read at most this long ({SETTLE_MAX_S:g}s)",
     )
+
+
+def _group(text: str) -> str:
+    if re.fullmatch(broker.GROUP_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(
+            f"a group name is 1-64 letters, digits, '_' or '-', got {text!r}"
+        )
+    return text
 
 
 def _absolute(text: str) -> str:
@@ -179,7 +194,11 @@ class FleetView:
     async def run(self) -> int:
         if self.args.once:
             await broker.read_once(
-                self.settings, self.model, client_id=self.client_id, max_s=self.args.wait
+                self.settings,
+                self.model,
+                client_id=self.client_id,
+                group=self.args.group,
+                max_s=self.args.wait,
             )
             return self.frame()
         return await self.live(self.args.every or 2.0)
@@ -191,6 +210,7 @@ class FleetView:
                 self.settings,
                 self.model,
                 client_id=self.client_id,
+                group=self.args.group,
                 on_connected=connected.set,
                 on_lost=_say_lost,
             )

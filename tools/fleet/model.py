@@ -159,6 +159,8 @@ class FarmSummary:
     j_per_th: float | None
     modules: dict[str, int]  # slot state -> count, over miners not offline
     swap_queue: int
+    events: int  # taken by this consumer (its share, in a group)
+    duplicates: int  # events delivered again and dropped
     rejected: int  # messages that could not be read
 
     def to_json(self) -> dict[str, Any]:
@@ -173,6 +175,8 @@ class FarmSummary:
             "j_per_th": self.j_per_th,
             "modules": dict(self.modules),
             "swap_queue": self.swap_queue,
+            "events": self.events,
+            "duplicates": self.duplicates,
             "rejected": self.rejected,
         }
 
@@ -213,6 +217,7 @@ class FleetModel:
         self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
         self.history: deque[FarmPoint] = deque(maxlen=FARM_HISTORY)
         self.messages = 0
+        self.events_taken = 0
         self.duplicates = 0
         self.rejected = 0
 
@@ -315,6 +320,7 @@ class FleetModel:
         if not miner.streams.setdefault(stream, SeenSeqs()).first_time(seq):
             self.duplicates += 1
             return True
+        self.events_taken += 1
         self.events.append((name, event))
         slot = event.get("slot")
         if isinstance(slot, int) and not isinstance(slot, bool) and 0 <= slot <= MAX_SLOT:
@@ -444,6 +450,8 @@ class FleetModel:
             j_per_th=power / (hashrate / 1e12) if hashrate > 0 else None,
             modules=dict(sorted(counts.items())),
             swap_queue=len(queue),
+            events=self.events_taken,
+            duplicates=self.duplicates,
             rejected=self.rejected,
         )
 

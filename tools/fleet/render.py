@@ -37,6 +37,8 @@ def summary_text(summary: FarmSummary) -> str:
     farm = f"Hashrate {hashrate(summary.hashrate_hs)}  power {power(summary.power_w)}  {j_per_th}"
     modules = "  ".join(f"{state} {n}" for state, n in summary.modules.items()) or NONE
     lines = [miners, farm, f"Modules: {modules}"]
+    if summary.duplicates:
+        lines.append(f"Events: {summary.events} taken, {summary.duplicates} duplicates dropped")
     if summary.rejected:
         lines.append(f"Unreadable messages ignored: {summary.rejected}")
     return "\n".join(lines)
