@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hashbay.tools.bench.fleet_traffic import load_sample
 from hashbay.tools.broker import HOST, Broker, free_port, make_tls_files
 from hashbay.tools.sim.control import request
 
@@ -107,6 +108,7 @@ def test_the_fleet_view_follows_a_real_agent_through_a_fault_and_its_will(
         assert summary["power_w"] > 100
         assert 5 < summary["j_per_th"] < 100
         assert frame["swap_queue"] == []
+        the_bench_replays_what_this_agent_publishes(broker.port)
 
         assert request(agent.runtime_dir / "sim.sock", "inject dcdc-overcurrent 1").startswith("ok")
         frame = view.until("the faulted module queued", lambda f: bool(f["swap_queue"]))
@@ -126,6 +128,37 @@ def test_the_fleet_view_follows_a_real_agent_through_a_fault_and_its_will(
     finally:
         view.stop()
         detail.stop()
+
+
+def the_bench_replays_what_this_agent_publishes(port: int) -> None:
+    """The fleet bench's payloads (captured from the agent) have the live agent's keys;
+    the sample adds only what a pool brings (`pools`, `work`)."""
+    sample = load_sample()
+    live = {
+        "miner_state": retained(port, f"hashbay/{MINER}/state"),
+        "slot_state_hashing": retained(port, f"hashbay/{MINER}/slot/0/state"),
+    }
+    assert set(sample["miner_state"]) - set(live["miner_state"]) == {"pools", "work"}
+    assert set(live["miner_state"]) <= set(sample["miner_state"])
+    assert set(sample["slot_state_hashing"]) == set(live["slot_state_hashing"])
+    assert set(sample["slot_state_fault"]) == set(live["slot_state_hashing"])
+    for key in ("health", "prediction"):
+        assert set(sample["slot_state_hashing"][key]) == set(live["slot_state_hashing"][key])
+
+
+def retained(port: int, topic: str) -> dict[str, Any]:
+    got: queue.Queue[bytes] = queue.Queue()
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.on_message = lambda _c, _u, message: got.put(bytes(message.payload))
+    client.connect(HOST, port)
+    client.subscribe(topic)
+    client.loop_start()
+    try:
+        payload: dict[str, Any] = json.loads(got.get(timeout=10))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return payload
 
 
 def test_once_prints_the_retained_farm_in_words_and_exits(broker: Broker) -> None:

@@ -65,7 +65,8 @@ class Broker:
     """One mosquitto process.
 
     `users` needs mosquitto_passwd; `acl` is mosquitto ACL text; `tls` serves TLS only;
-    `persistent` keeps sessions, queued messages and retained ones across stop/start.
+    `persistent` keeps sessions, queued messages and retained ones across stop/start;
+    `options` are further mosquitto.conf lines.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class Broker:
         acl: str | None = None,
         tls: TlsFiles | None = None,
         persistent: bool = False,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,7 @@ class Broker:
             "log_type notice",
             "log_type information",
         ]
+        lines += options
         if users:
             lines.append(f"password_file {self._write_passwords(users)}")
         if acl is not None:
@@ -121,6 +124,13 @@ class Broker:
                 capture_output=True,
             )
         return path
+
+    @property
+    def pid(self) -> int:
+        """The running mosquitto's process id (for measuring its CPU)."""
+        if self._process is None:
+            raise RuntimeError("mosquitto is not running")
+        return self._process.pid
 
     @property
     def running(self) -> bool:

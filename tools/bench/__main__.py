@@ -24,6 +24,7 @@ BENCHMARKS = [
     "power",
     "sv2",
     "fans",
+    "fleet",
 ]
 
 

@@ -214,6 +214,9 @@ class FleetModel:
         self.low_health = low_health
         self.on_queued = on_queued
         self.miners: dict[str, MinerView] = {}
+        # Modules in the queue, kept up to date as their slot's messages come, so reading
+        # the queue costs its length, not the farm's size: (item, when its ttf was told).
+        self._queued: dict[tuple[str, int], tuple[SwapItem, float]] = {}
         self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
         self.history: deque[FarmPoint] = deque(maxlen=FARM_HISTORY)
         self.messages = 0
@@ -279,6 +282,7 @@ class FleetModel:
         miner = self._miner(name)
         if not payload:
             miner.slots.pop(slot, None)
+            self._queued.pop((name, slot), None)
             return True
         status = _object(payload)
         if status is None or not isinstance(status.get("state"), str):
@@ -286,7 +290,15 @@ class FleetModel:
         view = miner.slots.setdefault(slot, SlotView())
         view.status, view.received = status, self._clock()
         self._settle_flags(view)
+        self._requeue(name, slot, view)
         return True
+
+    def _requeue(self, name: str, slot: int, view: SlotView) -> None:
+        found = self._queue_item(name, slot, view)
+        if found is None:
+            self._queued.pop((name, slot), None)
+        else:
+            self._queued[(name, slot)] = found
 
     def _settle_flags(self, view: SlotView) -> None:
         """Drop what events said once the published state has moved past it."""
@@ -344,13 +356,13 @@ class FleetModel:
             view.fault = view.needs_service = None
             if kind in ("removed", "inserted"):
                 view.degrading = None
+            self._requeue(miner.name, slot, view)
             return
-        category = {"fault": FAULT, "needs_service": NEEDS_SERVICE, "degrading": DEGRADING}.get(
-            kind
-        )
+        category = QUEUEING_EVENTS.get(kind)
         if category is None:
             return
         setattr(view, category, flag)
+        self._requeue(miner.name, slot, view)
         if self.on_queued is not None:
             self.on_queued(miner.name, slot, category, event)
 
@@ -369,16 +381,27 @@ class FleetModel:
 
     def swap_queue(self) -> list[SwapItem]:
         """Every module to swap, the first to swap first (see README, Fleet view)."""
+        now = self._clock()
+        statuses: dict[str, str] = {}
         items: list[SwapItem] = []
-        for miner in self.miners.values():
-            status = self.miner_status(miner)
-            for slot, view in miner.slots.items():
-                item = self._queue_item(miner.name, slot, view, status)
-                if item is not None:
-                    items.append(item)
+        for (name, _), (item, told) in self._queued.items():
+            status = statuses.get(name)
+            if status is None:
+                status = statuses[name] = self.miner_status(self.miners[name])
+            ttf = item.time_to_failure_s
+            if ttf is not None:
+                ttf = max(0.0, ttf - (now - told))
+            items.append(
+                SwapItem(
+                    *(item.miner, item.slot, item.serial, item.category, item.reason),
+                    *(item.code, ttf, item.score, item.state, status),
+                )
+            )
         return sorted(items, key=SwapItem.key)
 
-    def _queue_item(self, name: str, slot: int, view: SlotView, status: str) -> SwapItem | None:
+    def _queue_item(self, name: str, slot: int, view: SlotView) -> tuple[SwapItem, float] | None:
+        """The module's place in the queue as its slot's messages tell it, if it has one,
+        and when its time to failure was told (it counts down from there)."""
         published = view.status
         health = _mapping(published.get("health"))
         prediction = _mapping(published.get("prediction"))
@@ -387,7 +410,7 @@ class FleetModel:
         detail = _text(published.get("detail"))
         serial = published.get("serial") if isinstance(published.get("serial"), str) else None
         code = slot_code(published)
-        category, reason, ttf = "", "", None
+        category, reason, ttf, told = "", "", None, view.received
         rank = swap_rank(published)[0] if published else None
         if view.needs_service is not None or (state == "fault" and "needs service" in detail):
             flag = view.needs_service
@@ -402,7 +425,9 @@ class FleetModel:
         elif view.degrading is not None or prediction.get("degrading") is True:
             flag = view.degrading
             category = DEGRADING
-            ttf = _remaining(prediction, view, flag, self._clock())
+            ttf = _number(prediction.get("time_to_failure_s"))
+            if ttf is None and flag is not None:
+                ttf, told = flag.time_to_failure_s, flag.received
             reason = _text(prediction.get("trend")) or (flag.reason if flag else "")
         elif (
             rank is not None
@@ -421,7 +446,8 @@ class FleetModel:
                 if flag is not None and flag.serial:
                     serial = flag.serial
                     break
-        return SwapItem(name, slot, serial, category, reason, code, ttf, score, state, status)
+        item = SwapItem(name, slot, serial, category, reason, code, ttf, score, state, "")
+        return item, told
 
     def summary(self, queue: list[SwapItem] | None = None) -> FarmSummary:
         counts = Counter[str]()
@@ -517,18 +543,6 @@ def _slot_detail(slot: int, status: Mapping[str, Any]) -> dict[str, Any]:
         "time_to_failure_s": _number(prediction.get("time_to_failure_s")),
         "code": slot_code(status),
     }
-
-
-def _remaining(
-    prediction: Mapping[str, Any], view: SlotView, flag: Flag | None, now: float
-) -> float | None:
-    """Time to failure left now: the published estimate less the time since it came."""
-    published = _number(prediction.get("time_to_failure_s"))
-    if published is not None:
-        return max(0.0, published - (now - view.received))
-    if flag is not None and flag.time_to_failure_s is not None:
-        return max(0.0, flag.time_to_failure_s - (now - flag.received))
-    return None
 
 
 def _health_reasons(health: Mapping[str, Any]) -> str:
