@@ -170,6 +170,28 @@ def test_once_prints_the_retained_farm_in_words_and_exits(broker: Broker) -> Non
     assert "rig-b" in done.stdout and "DC-DC over-current" in done.stdout
 
 
+def test_html_writes_the_page_once_or_rewrites_it_every_interval(
+    broker: Broker, tmp_path: Path
+) -> None:
+    publish_farm(broker.port, "hashbay")
+    (tmp_path / "www").mkdir()
+    page = tmp_path / "www" / "farm.html"
+    done = fleet("--port", str(broker.port), "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {page}: 2 miners, 1 in the swap queue" in done.stdout
+    text = page.read_text()
+    assert 'data-tile="Miners">Miners<b>2</b>' in text
+    assert "http-equiv" not in text  # written once: nothing to reload
+
+    args = ["--port", str(broker.port), "--html", str(page), "--every", "0.2s", "--count", "3"]
+    done = fleet(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    frames = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [f["html"] for f in frames] == [str(page)] * 3
+    assert '<meta http-equiv="refresh" content="1">' in page.read_text()
+    assert [p.name for p in page.parent.iterdir()] == ["farm.html"]  # no half-written files
+
+
 def test_credentials_and_tls_come_from_the_agents_mqtt_settings(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "tls")
     server = Broker(tmp_path / "broker", users={"fleet": "s3cret"}, tls=tls)

@@ -24,8 +24,14 @@ from hashbay.agent.config import MqttSection
 from hashbay.agent.settings import parse_table
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.fleet import client as broker
-from hashbay.tools.fleet import render
-from hashbay.tools.fleet.model import LOW_HEALTH, STALE_AFTER_S, FleetModel
+from hashbay.tools.fleet import html, render
+from hashbay.tools.fleet.model import (
+    LOW_HEALTH,
+    STALE_AFTER_S,
+    FarmSummary,
+    FleetModel,
+    SwapItem,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 69
 SETTLE_S = 0.5  # the retained burst on subscribing is over once quiet this long
@@ -91,6 +97,13 @@ def add_parser(sub: Any) -> None:
         type=duration,
         metavar="DURATION",
         help="redraw (or rewrite --html) this often: 10s, 1m (default 2s live)",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the view as one self-contained HTML page (with --every: rewrite it, "
+        "atomically, that often)",
     )
     p.add_argument("--count", type=int, metavar="N", help="stop after N frames")
     p.add_argument(
@@ -192,7 +205,7 @@ class FleetView:
         self.client_id = args.client_id or broker.default_client_id()
 
     async def run(self) -> int:
-        if self.args.once:
+        if self.args.once or (self.args.html is not None and self.args.every is None):
             await broker.read_once(
                 self.settings,
                 self.model,
@@ -256,10 +269,29 @@ class FleetView:
         queue = self.model.swap_queue()
         summary = self.model.summary(queue)
         self.model.sample(summary)
+        if self.args.html is not None:
+            return self.write_page(summary, queue)
         self.emit(
             render.snapshot(summary, queue),
             lambda: render.farm_text(summary, queue, rows=self.args.rows),
             clear=clear,
+        )
+        return EXIT_OK
+
+    def write_page(self, summary: FarmSummary, queue: list[SwapItem]) -> int:
+        text = html.page(self.model, summary, queue, refresh_s=self.args.every)
+        try:
+            html.write_atomically(self.args.html, text)
+        except OSError as exc:
+            print(f"hashbay fleet: cannot write {self.args.html}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        self.emit(
+            {"html": str(self.args.html), "summary": summary.to_json()},
+            lambda: (
+                f"wrote {self.args.html}: {summary.miners} miners, "
+                f"{summary.swap_queue} in the swap queue"
+            ),
+            clear=False,
         )
         return EXIT_OK
 
