@@ -191,3 +191,32 @@ class Broker:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hashbay.tools.broker DIR --ready-file FILE`: a loopback mosquitto for the
+    demo, its port written to FILE once it runs; stopped by SIGTERM. SIGINT is left as the
+    shell set it (ignored in a script's background job), so Ctrl-C stops the agent first
+    and the broker still takes its goodbye."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--ready-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    broker = Broker(args.directory)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, _frame: stopping.append(number))
+    broker.start()
+    try:
+        args.ready_file.write_text(f"{broker.port}\n")
+        while not stopping and broker.running:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
