@@ -65,7 +65,8 @@ class Broker:
     """One mosquitto process.
 
     `users` needs mosquitto_passwd; `acl` is mosquitto ACL text; `tls` serves TLS only;
-    `persistent` keeps sessions, queued messages and retained ones across stop/start.
+    `persistent` keeps sessions, queued messages and retained ones across stop/start;
+    `options` are further mosquitto.conf lines.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class Broker:
         acl: str | None = None,
         tls: TlsFiles | None = None,
         persistent: bool = False,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,7 @@ class Broker:
             "log_type notice",
             "log_type information",
         ]
+        lines += options
         if users:
             lines.append(f"password_file {self._write_passwords(users)}")
         if acl is not None:
@@ -121,6 +124,13 @@ class Broker:
                 capture_output=True,
             )
         return path
+
+    @property
+    def pid(self) -> int:
+        """The running mosquitto's process id (for measuring its CPU)."""
+        if self._process is None:
+            raise RuntimeError("mosquitto is not running")
+        return self._process.pid
 
     @property
     def running(self) -> bool:
@@ -181,3 +191,32 @@ class Broker:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hashbay.tools.broker DIR --ready-file FILE`: a loopback mosquitto for the
+    demo, its port written to FILE once it runs; stopped by SIGTERM. SIGINT is left as the
+    shell set it (ignored in a script's background job), so Ctrl-C stops the agent first
+    and the broker still takes its goodbye."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--ready-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    broker = Broker(args.directory)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, _frame: stopping.append(number))
+    broker.start()
+    try:
+        args.ready_file.write_text(f"{broker.port}\n")
+        while not stopping and broker.running:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,6 +34,7 @@ from hashbay.agent.control_protocol import (
 from hashbay.agent.fault_codes import CATALOG
 from hashbay.agent.swap_order import swap_order
 from hashbay.tools import cli_render as render
+from hashbay.tools.fleet import command as fleet
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -332,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_fleet_commands(parser: argparse.ArgumentParser, sub: Any) -> argparse.ArgumentParser:
-    """What a fleet operator shares with the technician: fault codes, the pool list."""
+    """What a fleet operator shares with the technician: fault codes, the farm's view."""
     p = sub.add_parser("codes", help="the fault codes: what each means and what to do")
     p.add_argument("code", nargs="?", type=int, help="only this code")
+    fleet.add_parser(sub)
     return parser
 
 
@@ -548,6 +550,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "fleet":  # the farm's broker, not this controller's agent
+        return fleet.run(args, out or sys.stdout)
     try:
         return Cli(args, out or sys.stdout).run()
     except CliError as exc:

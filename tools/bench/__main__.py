@@ -25,6 +25,7 @@ BENCHMARKS = [
     "sv2",
     "fans",
     "metrics",
+    "fleet",
 ]
 
 
