@@ -199,6 +199,7 @@ class Agent:
                 self.power.mode().value,
                 self.power.governor.target_w(self.power.controls.current),
             ),
+            pool_list=lambda: self.pools.listed if self.pools is not None else (),
         )
         self.metrics = MetricsServer(
             config.metrics,
