@@ -715,6 +715,9 @@ def pool_views(statuses: list[PoolStatus]) -> list[PoolView]:
             difficulty_accepted=s.counters.accepted_difficulty,
             difficulty_rejected=s.counters.rejected_difficulty,
             last_share_time=round(s.counters.last_share_at or 0),
+            quota=s.quota,
+            split_percent=s.split_percent,
+            enabled=s.state is not PoolState.DISABLED,
         )
         for s in statuses
     ]

@@ -8,16 +8,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+
+import pytest
 
 from hashbay.agent.app import Agent
 from hashbay.agent.commands import CommandError, parse_command_mapping
 from hashbay.agent.config import Config
 from hashbay.agent.events import EventKind
+from hashbay.agent.miner_api_replies import pools as pools_reply
 from hashbay.agent.pools import PoolSettings
 from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.tools import cli
 from hashbay.tools.pool import TestPool
 
 from .test_mining_e2e import Mining, mining_config, until
@@ -70,6 +75,9 @@ async def test_two_pools_with_quotas_70_and_30_get_70_30_of_the_shares(tmp_path:
             assert [(p["quota"], p["active"]) for p in shown] == [(70, True), (30, True)]
             assert 60 <= shown[0]["split_percent"] <= 80
             assert abs(shown[0]["split_percent"] + shown[1]["split_percent"] - 100) < 0.1
+            api = pools_reply(m.agent.api.view())  # the miner API's POOLS
+            assert [(p["Quota"], p["Status"]) for p in api.items] == [(70, "Alive"), (30, "Alive")]
+            assert 60 <= api.items[0]["Split%"] <= 80
 
 
 async def send(agent: Agent, command: dict[str, object]) -> dict[str, object]:
@@ -125,3 +133,34 @@ async def test_a_damaged_stored_pool_list_raises_state_dropped_and_the_config_is
         (event,) = [e for e in agent.events.recent(10) if e.kind is EventKind.STATE_DROPPED]
         assert event.details["file"] == "pools" and "pool[0]" in event.message
         agent.spool.close()
+
+
+async def test_the_cli_shows_sets_and_resets_the_pools_over_the_control_socket(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with AsyncExitStack() as stack:
+        first, second = [await stack.enter_async_context(TestPool()) for _ in range(2)]
+        config = quota_config(tmp_path, [first], (0,))
+        config = dataclasses.replace(
+            config, control=dataclasses.replace(config.control, enabled=True)
+        )
+        sock = str(Path(config.agent.runtime_dir) / config.control.socket)
+
+        async def hashbay(*argv: str) -> tuple[int, str]:
+            code = await asyncio.to_thread(cli.main, ["--socket", sock, *argv])
+            return code, capsys.readouterr().out
+
+        async with agent_on(config, [first]) as m:
+            await until(lambda: Path(sock).exists() and first.accepted >= 1, what="mining")
+            spec = f"url={second.url} user=acct.cli quota=70"
+            code, out = await hashbay("pools", "set", spec, f"url={first.url} user=acct.b quota=30")
+            assert code == 0 and "pools:" in out
+            await until(lambda: second.accepted >= 3 and first.users() == {"acct.b"}, what="split")
+            code, out = await hashbay("pools")
+            assert code == 0
+            (row,) = [line for line in out.splitlines() if re.search(r"acct\.cli .* %", line)]
+            assert row.split()[:2] == ["0", second.url] and " 70 " in row  # the agent logs too
+            code, out = await hashbay("--json", "pools", "reset")
+            (reply,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            assert code == 0 and reply["source"] == "config"
+            assert m.manager.listed[0].url == first.url
