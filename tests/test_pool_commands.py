@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pyasic.config import MinerConfig
+from pyasic.config.pools import Pool, PoolConfig, PoolGroup
+from pyasic.errors import APIError
 
 from hashbay.agent.commands import COMMANDS, CommandError, parse_command, parse_command_mapping
 from hashbay.agent.dispatch import Dispatcher
@@ -26,6 +29,7 @@ from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.pools import PoolManager, PoolSettings
 from hashbay.agent.state import AgentState
 from hashbay.agent.stratum_client import StratumSettings
+from hashbay.tools.fleet.pyasic_hashbay import HashbayMiner
 
 from .test_miner_api import command
 
@@ -219,3 +223,30 @@ async def test_any_pool_list_is_taken_whole_or_refused_with_a_command_error(
     assert [p["url"] for p in reply["pools"]] == urls(pools)
     assert all(p.ca_file == "" for p in pools.manager.listed)  # none allowed from afar here
     assert json.loads(pools.stored() or b"")["schema"] == 1
+
+
+async def test_pyasic_send_config_replaces_the_pools_with_group_quotas(tmp_path: Path) -> None:
+    pools = pools_on(tmp_path)
+    c, d = "stratum+tcp://127.0.0.3:3333", "stratum+tcp://127.0.0.4:3333"
+    async with api(pools) as server:
+        assert server.port is not None
+        miner = HashbayMiner("127.0.0.1", port=server.port)
+        groups = [
+            PoolGroup(pools=[Pool(url=c, user="acct", password=WORD)], quota=70),
+            PoolGroup(
+                pools=[
+                    Pool(url=d, user="acct", password=WORD),
+                    Pool(url=A.url, user="a", password=WORD),
+                ],
+                quota=30,
+            ),
+        ]
+        await miner.send_config(MinerConfig(pools=PoolConfig(groups=groups)), user_suffix=".m1")
+        split = [(p.url, p.user, p.quota) for p in pools.manager.listed]
+        assert split == [(c, "acct.m1", 70), (d, "acct.m1", 30), (A.url, "a.m1", 0)]
+        await miner.send_config(MinerConfig(pools=PoolConfig(groups=groups[1:])))
+        assert [(p.url, p.quota) for p in pools.manager.listed] == [(d, 0), (A.url, 0)]
+        bad = [PoolGroup(pools=[Pool(url="http://x:1", user="u", password=WORD)])]
+        with pytest.raises(APIError, match="pool"):  # the agent's refusal, through pyasic
+            await miner.send_config(MinerConfig(pools=PoolConfig(groups=bad)))
+    assert [(p.url, p.quota) for p in pools.manager.listed] == [(d, 0), (A.url, 0)]
