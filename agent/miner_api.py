@@ -77,8 +77,9 @@ class ApiSettings:
     )
     allow_changes: bool = setting(
         False,
-        "Accept the changing commands (`ascdisable`, `ascenable`, `ascidentify`) from "
-        "`allowed_addresses`; otherwise the API is read-only.",
+        "Accept the changing commands (`ascdisable`, `ascenable`, `ascidentify`, the fleet "
+        "controls and the pool commands) from `allowed_addresses`; otherwise the API is "
+        "read-only.",
     )
     allowed_addresses: tuple[str, ...] = scalars(
         ("127.0.0.1/32", "::1/128"),
