@@ -27,6 +27,9 @@ from hashbay.agent.miner_api import MinerApiServer, device_counters
 from hashbay.agent.miner_api_replies import PoolView
 from hashbay.agent.mqtt import MqttPublisher
 from hashbay.agent.poller import announce_ready, poll_hardware
+from hashbay.agent.pool_commands import NAMES as POOL_COMMANDS
+from hashbay.agent.pool_commands import PoolCommands
+from hashbay.agent.pool_list_store import PoolListStore
 from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.pools import PoolManager, pool_views
 from hashbay.agent.power_service import PowerService
@@ -107,19 +110,13 @@ class Agent:
         self.thermal.follow_controls(self.controls.current)
         self.controls.on_change(self.thermal.follow_controls)
         self.pools: PoolManager | None = None
-        if work is None and config.pool:
-            pool_work = PoolWork()
-            self.pools = PoolManager(
-                config.pool,
-                config.stratum,
-                pool_work,
-                on_change=self.mqtt_wake.set,
-                hashrate=self._nominal_hashrate,
-                alarms=self.alarms,
-            )
-            pool_work.on_fresh = self._fresh_work
-            pool_work.on_availability = lambda available: self.power.wake()
-            work = pool_work
+        self.pool_list = PoolListStore(
+            Path(config.agent.state_dir) / "pools.json", config.pool, config.stratum
+        )
+        for problem in self.pool_list.problems:
+            self._state_dropped("pools")(problem)
+        if work is None and self.pool_list.current:
+            work, self.pools = self._pool_work()
         self.work: WorkSource = work or LocalWork()
         self.power = PowerService(
             Governor(config.power, config.economics),
@@ -168,7 +165,10 @@ class Agent:
             self.state.extra["pools"] = self.pools.status_json
             self.state.extra["work"] = self.pools.work_json
         self.state.noise_estimate = self.thermal.noise_dba
-        self.dispatch = Dispatcher(self.controllers, self.controls)
+        pool_commands = PoolCommands(self.pool_list, self.pools)
+        self.dispatch = Dispatcher(
+            self.controllers, self.controls, dict.fromkeys(POOL_COMMANDS, pool_commands)
+        )
         self.mqtt = MqttPublisher(
             config.mqtt,
             config.agent.name,
@@ -199,6 +199,7 @@ class Agent:
                 self.power.mode().value,
                 self.power.governor.target_w(self.power.controls.current),
             ),
+            pool_list=lambda: self.pools.listed if self.pools is not None else (),
         )
         self.metrics = MetricsServer(
             config.metrics,
@@ -217,6 +218,22 @@ class Agent:
             notifier,
             shutdown_timeout_s=config.agent.shutdown_timeout_s,
         )
+
+    def _pool_work(self) -> tuple[PoolWork, PoolManager]:
+        """Mining on pools: the list in force (sent from afar, else the config's)."""
+        config = self.config
+        pool_work = PoolWork()
+        manager = PoolManager(
+            self.pool_list.current,
+            config.stratum,
+            pool_work,
+            on_change=self.mqtt_wake.set,
+            hashrate=self._nominal_hashrate,
+            alarms=self.alarms,
+        )
+        pool_work.on_fresh = self._fresh_work
+        pool_work.on_availability = lambda available: self.power.wake()
+        return pool_work, manager
 
     def _nominal_hashrate(self) -> float:
         """What the boards should hash at their clocks (H/s): Stratum V2 tells the pool."""

@@ -97,6 +97,25 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class Tables:
+    """A list of tables (a pool list); each table's keys are checked by the handler,
+    against the same declarations as the config file."""
+
+    max_items: int
+    what: str
+
+    def describe(self, slots: int) -> str:
+        return f"a list of 1 to {self.max_items} {self.what} tables"
+
+    def accepts(self, value: Any, slots: int) -> bool:
+        return (
+            isinstance(value, list)
+            and 0 < len(value) <= self.max_items
+            and all(isinstance(item, dict) for item in value)
+        )
+
+
+@dataclass(frozen=True)
 class CommandSpec:
     name: str
     doc: str
@@ -172,6 +191,16 @@ COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
                     "electricity_per_kwh": Number(min=0, max=100, unit="per kWh"),
                     "hashprice_per_th_day": Number(min=0, max=100, unit="per TH/s per day"),
                 },
+            ),
+            CommandSpec(
+                "pools",
+                "Replace the pool list at once (kept across restarts): each pool as in the "
+                "config's [[pool]] (url, user, password, ca_file, quota, enabled), checked "
+                "the same way; pools that stay keep their connections.",
+                {"pools": Tables(8, "pool")},
+            ),
+            CommandSpec(
+                "pools_reset", "Drop the pool list sent from afar: mine on the config's.", {}
             ),
             CommandSpec(
                 "profit",

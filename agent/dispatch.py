@@ -8,9 +8,10 @@ governor and the thermal service follow; the reply carries the controls as they 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from hashbay.agent.commands import Command, CommandError
+from hashbay.agent.commands import Command, CommandError, CommandHandler
 from hashbay.agent.controls import ControlStore
 from hashbay.agent.slots import CommandRefused, SlotController
 
@@ -33,12 +34,19 @@ CONTROL_COMMANDS: dict[str, dict[str, str | None]] = {
 
 class Dispatcher:
     def __init__(
-        self, controllers: list[SlotController], controls: ControlStore | None = None
+        self,
+        controllers: list[SlotController],
+        controls: ControlStore | None = None,
+        handlers: Mapping[str, CommandHandler] | None = None,
     ) -> None:
         self._controllers = controllers
         self._controls = controls
+        self._handlers = dict(handlers or {})  # command name -> its own handler
 
     async def __call__(self, command: Command) -> dict[str, Any]:
+        handler = self._handlers.get(command.name)
+        if handler is not None:
+            return await handler(command)
         slot = command.args.get("slot")
         controller = self._controllers[slot] if isinstance(slot, int) else None
         try:

@@ -31,6 +31,7 @@ import structlog
 
 from hashbay import __version__
 from hashbay.agent import miner_api_fleet as fleet
+from hashbay.agent import miner_api_pools as pool_edits
 from hashbay.agent import miner_api_replies as replies
 from hashbay.agent.commands import CommandError, CommandHandler, parse_command_mapping
 from hashbay.agent.miner_api_replies import (
@@ -50,6 +51,7 @@ from hashbay.agent.settings import scalars, setting
 from hashbay.drivers.errors import ConfigError
 
 if TYPE_CHECKING:
+    from hashbay.agent.pools import PoolSettings
     from hashbay.agent.state import AgentState
     from hashbay.drivers.bm13xx.chain import Bm13xxChain
 
@@ -75,8 +77,9 @@ class ApiSettings:
     )
     allow_changes: bool = setting(
         False,
-        "Accept the changing commands (`ascdisable`, `ascenable`, `ascidentify`) from "
-        "`allowed_addresses`; otherwise the API is read-only.",
+        "Accept the changing commands (`ascdisable`, `ascenable`, `ascidentify`, the fleet "
+        "controls and the pool commands) from `allowed_addresses`; otherwise the API is "
+        "read-only.",
     )
     allowed_addresses: tuple[str, ...] = scalars(
         ("127.0.0.1/32", "::1/128"),
@@ -131,7 +134,8 @@ _CHANGES: dict[str, tuple[Callable[[int], dict[str, Any]], int, str]] = {
 }
 _SPECIAL = frozenset({"check", "privileged"})
 _READS = {**replies.READS, **fleet.READS}
-KNOWN = frozenset(_READS) | frozenset(_CHANGES) | frozenset(fleet.CHANGES) | _SPECIAL
+_EDITS = frozenset(fleet.CHANGES) | frozenset(pool_edits.EDITS)
+KNOWN = frozenset(_READS) | frozenset(_CHANGES) | _EDITS | _SPECIAL
 BUILD = time.strftime(  # when the agent's code was installed: bmminer's CompileTime
     "%a %b %d %H:%M:%S UTC %Y", time.gmtime(Path(__file__).resolve().stat().st_mtime)
 )
@@ -167,6 +171,7 @@ class MinerApiServer:
         pools: Callable[[], Sequence[PoolView]] = list,
         governed: Callable[[], tuple[str, float | None]] = lambda: ("run", None),
         clock: Callable[[], float] = time.time,
+        pool_list: Callable[[], tuple[PoolSettings, ...]] = tuple,
     ) -> None:
         self.settings = settings
         self._state = state
@@ -176,6 +181,7 @@ class MinerApiServer:
         self._pools = pools
         self._governed = governed
         self._clock = clock
+        self._pool_list = pool_list
         self._meter = WorkMeter()
         self._allowed = [ipaddress.ip_network(a, strict=False) for a in settings.allowed_addresses]
         self._clients: set[asyncio.Task[None]] = set()
@@ -276,7 +282,8 @@ class MinerApiServer:
         if name == "check":
             target = (request.parameter or "").strip().lower()
             exists = target in KNOWN
-            allowed = target not in _CHANGES or self._may_change(host)
+            changes = target in _CHANGES or target in _EDITS
+            allowed = not changes or self._may_change(host)
             return replies.check(target or None, exists=exists, allowed=allowed)
         if name == "privileged":
             if self._may_change(host):
@@ -286,9 +293,11 @@ class MinerApiServer:
             if joined or not self._may_change(host):
                 return replies.error(Code.ACCESS_DENIED, f"Access denied to '{name}' command")
             return await self._change(name, request.parameter, view, host)
-        if name in fleet.CHANGES:
+        if name in _EDITS:
             if joined or not self._may_change(host):
                 return replies.error(Code.ACCESS_DENIED, f"Access denied to '{name}' command")
+            if name in pool_edits.EDITS:
+                return await self._edit_pools(name, request.parameter or "", host)
             return await self._control(name, request.parameter or "", view, host)
         return replies.error(Code.INVALID_COMMAND, "Invalid command")
 
@@ -346,6 +355,25 @@ class MinerApiServer:
                 return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
         message = control.message.format(parameter=parameter.strip())
         return ApiReply(Severity.SUCCESS, control.code, message)
+
+    async def _edit_pools(self, name: str, parameter: str, host: str | None) -> ApiReply:
+        """A pool command: the list in force edited, then sent whole as `pools`."""
+        bound = log.bind(api_command=name, client=host)
+        try:
+            built, message = pool_edits.command(name, parameter, self._pool_list())
+            command = parse_command_mapping(built, slots=self._slots)
+        except (fleet.ParameterError, CommandError) as exc:
+            bound.warning("miner API command refused", error=str(exc))
+            return replies.error(fleet.FleetCode.BAD_PARAMETER, str(exc))
+        bound.info("miner API command")
+        try:
+            await self._handle(command)
+        except CommandError as exc:
+            return replies.error(Code.REFUSED, str(exc))
+        except Exception as exc:
+            bound.exception("miner API command failed")
+            return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
+        return ApiReply(Severity.SUCCESS, pool_edits.EDITS[name].code, message)
 
     def view(self) -> MinerView:
         """Everything the replies need, taken now from the agent's state."""

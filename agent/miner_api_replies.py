@@ -198,6 +198,9 @@ class PoolView:
     difficulty_accepted: float = 0.0
     difficulty_rejected: float = 0.0
     last_share_time: int = 0
+    quota: int = 0  # its share of the hashrate when pools split it (0: failover only)
+    split_percent: float = 0.0  # its part of the shares all pools accepted
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -585,9 +588,10 @@ def pools(view: MinerView) -> ApiReply:
         {
             "POOL": n,
             "URL": pool.url,
-            "Status": "Alive" if pool.alive else "Dead",
+            "Status": "Disabled" if not pool.enabled else "Alive" if pool.alive else "Dead",
             "Priority": pool.priority,
-            "Quota": 1,
+            "Quota": pool.quota,
+            "Split%": pool.split_percent,
             "Long Poll": "N",
             "Getworks": 0,
             "Accepted": pool.accepted,

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
+from hashbay.agent.pool_quota import SmoothRoundRobin
 from hashbay.agent.stratum_protocol import Notify, difficulty_of
 from hashbay.agent.stratum_work import chip_job, share_hash
 from hashbay.agent.work import LocalWork
@@ -91,15 +92,24 @@ class _Issued:
     template: Template
     job: Job
     extranonce2: bytes
+    lane: int
     generation: int
 
 
 class PoolWork:
-    """Implements the WorkSource protocol on top of whichever pool the manager makes active."""
+    """Implements the WorkSource protocol on top of whichever pools the manager makes active.
+
+    Work comes in lanes, one per pool that gets work: lane 0 for the one active pool of
+    failover, a lane per pool when pools split the hashrate by quota (`weigh`), each chip
+    job then built from the lane `pool_quota.SmoothRoundRobin` picks. A lane's clean job
+    makes only that lane's work stale."""
 
     def __init__(self, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
-        self._template: Template | None = None
+        self._lanes: dict[int, Template] = {}
+        self._lane_generation: dict[int, int] = {}
+        self._weights: dict[int, int] = {0: 1}
+        self._picker: SmoothRoundRobin[int] = SmoothRoundRobin()
         self._generation = 0
         self._issued: dict[tuple[int, int], _Issued] = {}
         self._slot_generation: dict[int, int] = {}
@@ -109,20 +119,22 @@ class PoolWork:
         self._availability = asyncio.Event()
         self._stand_in = LocalWork()
         self.counters = WorkCounters()
+        self.jobs: dict[int, int] = {}  # chip jobs built per lane
         self.share_path_s: deque[float] = deque(maxlen=PATH_SAMPLES)
         self.on_fresh: Callable[[], None] = lambda: None
         self.on_availability: Callable[[bool], None] = lambda available: None
 
     # -- what the pool manager tells it ------------------------------------------------
 
-    def use(self, template: Template | None, *, clean: bool) -> None:
-        """The active pool's current job (None: no pool). Fresh work when anything that
-        makes older work worthless changed: clean_jobs, another pool or session, new
-        extranonce or version mask."""
-        old = self._template
-        self._template = template
+    def use(self, template: Template | None, *, clean: bool, lane: int = 0) -> None:
+        """A lane's current job (None: that pool gives no work now). Fresh work when
+        anything that makes the lane's older work worthless changed: clean_jobs, another
+        pool or session, new extranonce or version mask."""
+        old = self._lanes.get(lane)
         if template is None:
+            self._lanes.pop(lane, None)
             return
+        self._lanes[lane] = template
         if (
             clean
             or old is None
@@ -132,8 +144,16 @@ class PoolWork:
             or old.version_mask != template.version_mask
         ):
             self._generation += 1
+            self._lane_generation[lane] = self._generation
             self._recent.clear()
             self.on_fresh()
+
+    def weigh(self, weights: Mapping[int, int]) -> None:
+        """The lanes that get new work and their quotas ({0: 1}: lane 0 alone). A lane
+        left out keeps what it was given valid until its pool says otherwise."""
+        self._weights = {lane: weight for lane, weight in weights.items() if weight > 0}
+        if not self._weights:
+            self._weights = {0: 1}
 
     def set_available(self, available: bool) -> None:
         if available == self._available:
@@ -146,8 +166,9 @@ class PoolWork:
 
     @property
     def pool_job(self) -> str | None:
-        """The active pool's job id the next chip job is built from (None: no pool)."""
-        return None if self._template is None else self._template.notify.job_id
+        """The pool job id the next chip job of the first lane is built from (None: no pool)."""
+        template = self._first()
+        return None if template is None else template.notify.job_id
 
     @property
     def available(self) -> bool:
@@ -158,31 +179,51 @@ class PoolWork:
         while self._available != available:
             await self._availability.wait()
 
+    def _first(self) -> Template | None:
+        for lane in self._weights:
+            if lane in self._lanes:
+                return self._lanes[lane]
+        return None
+
+    def _pick(self) -> tuple[int, Template] | None:
+        """The lane the next job comes from: by quota among the lanes with work."""
+        ready = {lane: w for lane, w in self._weights.items() if lane in self._lanes}
+        if not ready:
+            return None
+        lane = next(iter(ready)) if len(ready) == 1 else self._picker.pick(ready)
+        return lane, self._lanes[lane]
+
     # -- the WorkSource protocol, for the slots -------------------------------------------
 
     @property
     def version_mask(self) -> int:
-        """The bits the chips may roll: what the pool granted that the chips can roll."""
-        template = self._template
-        if template is None:
-            return DEFAULT_VERSION_MASK
-        return template.version_mask & DEFAULT_VERSION_MASK
+        """The bits the chips may roll: what every pool getting work granted that the
+        chips can roll."""
+        mask = DEFAULT_VERSION_MASK
+        for lane in self._weights:
+            template = self._lanes.get(lane)
+            if template is not None:
+                mask &= template.version_mask
+        return mask
 
     def fresh(self, slot: int) -> bool:
         """Whether this slot's chips work on something older than the current work."""
         return self._slot_generation.get(slot, self._generation) != self._generation
 
     def next_job(self, slot: int, job_id: int) -> Job:
-        template = self._template
+        picked = self._pick()
         self._slot_generation[slot] = self._generation
-        if template is None:
+        if picked is None:
             self._issued.pop((slot, job_id), None)
             return self._stand_in.next_job(slot, job_id)
+        lane, template = picked
+        self.jobs[lane] = self.jobs.get(lane, 0) + 1
         size = template.extranonce2_size
         self._extranonce2 = (self._extranonce2 + 1) % (1 << (8 * size))
         extranonce2 = self._extranonce2.to_bytes(size, "big")
         job = chip_job(template.notify, template.extranonce1, extranonce2, job_id)
-        self._issued[(slot, job_id)] = _Issued(template, job, extranonce2, self._generation)
+        generation = self._lane_generation[lane]
+        self._issued[(slot, job_id)] = _Issued(template, job, extranonce2, lane, generation)
         return job
 
     def on_nonce(self, slot: int, chip: int, reply: NonceReply, version_mask: int) -> None:
@@ -208,7 +249,7 @@ class PoolWork:
     ) -> None:
         counters = self.counters
         template = issued.template
-        if issued.generation != self._generation:
+        if issued.generation != self._lane_generation[issued.lane]:
             counters.stale += 1
             template.sink.stale()
             return
@@ -245,4 +286,4 @@ class PoolWork:
             counters.unsent += 1
 
     def stats_json(self) -> dict[str, object]:
-        return {"available": self._available, "pool_work": self._template is not None}
+        return {"available": self._available, "pool_work": bool(self._lanes)}

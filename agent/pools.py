@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import itertools
 import ssl
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from hashbay.agent.alarms import AlarmGate
 from hashbay.agent.events import Event, EventKind
 from hashbay.agent.miner_api_replies import PoolView
 from hashbay.agent.pool_judge import PoolJudge
+from hashbay.agent.pool_quota import split_percent
 from hashbay.agent.pool_session import PoolSession
 from hashbay.agent.pool_work import PoolWork
 from hashbay.agent.settings import REQUIRED, file_path, setting
@@ -75,6 +77,16 @@ class PoolSettings:
     ca_file: str = file_path(
         "CA bundle to verify a `stratum+ssl` pool with; empty for the system's."
     )
+    quota: int = setting(
+        0,
+        "This pool's share of the hashrate (Braiins OS's quota): the alive pools with a "
+        "quota all stay connected and split the work in proportion (70 and 30: 70 %/30 %). "
+        "0: a failover pool, mined in priority order only while no pool with a quota is "
+        "alive.",
+        min=0,
+        max=1000,
+    )
+    enabled: bool = setting(True, "false: listed (and shown) but never connected.")
 
 
 def parse_url(url: str) -> Endpoint:
@@ -117,6 +129,8 @@ def check_pools(pools: tuple[PoolSettings, ...], stratum: StratumSettings) -> No
         if key in seen:
             raise ConfigError(f"pool[{index}]: same url and user as pool[{seen[key]}]")
         seen[key] = index
+    if pools and not any(pool.enabled for pool in pools):
+        raise ConfigError("pool: every pool is disabled; enable one (enabled = true)")
     if stratum.backoff_min_s > stratum.backoff_max_s:
         raise ConfigError("stratum.backoff_min_s: must not exceed stratum.backoff_max_s")
 
@@ -126,6 +140,7 @@ class PoolState(enum.StrEnum):
     CONNECTING = "connecting"
     ALIVE = "alive"  # authorized and delivering work
     BACKOFF = "backoff"  # failed; waiting to retry
+    DISABLED = "disabled"  # listed with enabled = false: never connected
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,8 @@ class PoolStatus:
     counters: PoolCounters
     failover_reason: str = ""  # why work last left this pool (kept after it comes back)
     failover_at: float | None = None  # unix time of that
+    quota: int = 0
+    split_percent: float = 0.0  # its part of all the shares the pools accepted
 
     def to_json(self) -> dict[str, Any]:
         c = self.counters
@@ -173,7 +190,17 @@ class PoolStatus:
             "failures": c.failures,
             "failover_reason": self.failover_reason,
             "failover_at": None if self.failover_at is None else round(self.failover_at),
+            "quota": self.quota,
+            "split_percent": self.split_percent,
         }
+
+
+_LANES = itertools.count(1)  # lane 0 is the failover pool's
+
+
+def _connection_key(settings: PoolSettings) -> tuple[str, str, str, str]:
+    """What a pool's connection depends on: a pool that keeps it keeps its session."""
+    return (settings.url, settings.user, settings.password, settings.ca_file)
 
 
 class _Pool:
@@ -199,6 +226,19 @@ class _Pool:
         self.wait_s = 0.0  # the wait in progress (a backoff, or what the pool asked for)
         self.configure = True
         self.redirect_port: int | None = None
+        self.lane = next(_LANES)  # its work's lane while it splits the hashrate by quota
+        self.task: asyncio.Task[None] | None = None
+        self.log = log.bind(pool=index, url=settings.url)
+
+    @property
+    def quota(self) -> int:
+        """Its quota when it takes part in a split (enabled, with a quota), else 0."""
+        return self.settings.quota if self.settings.enabled else 0
+
+    def listed_as(self, index: int, settings: PoolSettings) -> None:
+        """Kept through a new pool list (same connection): its new place and settings."""
+        self.index = index
+        self.settings = settings
         self.log = log.bind(pool=index, url=settings.url)
 
     def set_state(self, state: PoolState) -> None:
@@ -229,6 +269,8 @@ class PoolManager:
         self._alarms = alarms
         self._pools = [_Pool(i, p, PoolJudge(settings.judge)) for i, p in enumerate(pools)]
         self._active: _Pool | None = None
+        self._serving: dict[_Pool, int] = {}  # the pools splitting the work, by quota
+        self._group: asyncio.TaskGroup | None = None
         self._lost_at = clock()
         self._changed = asyncio.Event()
         self._ssl: dict[str, ssl.SSLContext] = {}
@@ -237,10 +279,19 @@ class PoolManager:
 
     @property
     def active(self) -> int | None:
+        """The pool mining (with a quota split: the first of those splitting)."""
+        if self._serving:
+            return min(pool.index for pool in self._serving)
         return None if self._active is None else self._active.index
+
+    @property
+    def listed(self) -> tuple[PoolSettings, ...]:
+        """The pool list in force, in priority order."""
+        return tuple(pool.settings for pool in self._pools)
 
     def status(self) -> list[PoolStatus]:
         found = []
+        split = split_percent({p: p.counters.accepted for p in self._pools})
         for pool in self._pools:
             session = pool.session
             live = session is not None and session.ready
@@ -250,7 +301,7 @@ class PoolManager:
                     url=pool.settings.url,
                     user=pool.settings.user,
                     state=pool.state,
-                    active=pool is self._active,
+                    active=pool is self._active or pool in self._serving,
                     since=pool.since,
                     last_error=pool.last_error,
                     backoff_s=pool.wait_s if pool.state is PoolState.BACKOFF else 0.0,
@@ -259,6 +310,8 @@ class PoolManager:
                     counters=replace(pool.counters, reasons=dict(pool.counters.reasons)),
                     failover_reason=pool.failover_reason,
                     failover_at=pool.failover_at,
+                    quota=pool.settings.quota,
+                    split_percent=split[pool],
                 )
             )
         return found
@@ -275,27 +328,73 @@ class PoolManager:
         self._lost_at = self._clock()
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 for pool in self._pools:
-                    group.create_task(self._keep(pool), name=f"pool-{pool.index}")
+                    self._start(pool)
                 group.create_task(self._watch(), name="pool-watch")
         finally:
+            self._group = None
             for pool in self._pools:
+                pool.task = None
                 if pool.session is not None:
                     pool.session.stop()
             self._active = None
             self.work.use(None, clean=False)
+            for pool in self._serving:
+                self.work.use(None, clean=False, lane=pool.lane)
+            self._serving = {}
+            self.work.weigh({0: 1})
+
+    def _start(self, pool: _Pool) -> None:
+        if self._group is not None:
+            pool.task = self._group.create_task(self._keep(pool), name=f"pool-{pool.lane}")
+
+    def replace(self, pools: tuple[PoolSettings, ...]) -> None:
+        """Mine on this list from now on (already checked by `check_pools`). Pools whose
+        connection is unchanged keep their session, counters and work; removed ones are
+        stopped, new ones started; the choice is made again, with no clean job forced
+        on a pool that stays."""
+        if not pools:
+            raise ValueError("a pool manager needs at least one pool")
+        kept = {_connection_key(pool.settings): pool for pool in self._pools}
+        listed: list[_Pool] = []
+        for index, settings in enumerate(pools):
+            pool = kept.pop(_connection_key(settings), None)
+            if pool is None:
+                pool = _Pool(index, settings, PoolJudge(self.settings.judge))
+            else:
+                pool.listed_as(index, settings)
+            listed.append(pool)
+        self._pools = listed
+        for pool in kept.values():  # removed
+            pool.log.info("pool removed from the list")
+            if pool.session is not None:
+                pool.session.stop()
+                pool.session = None
+            if pool.task is not None:
+                pool.task.cancel()
+                pool.task = None
+        for pool in listed:
+            if not pool.settings.enabled and pool.session is not None:
+                pool.session.stop()
+            if pool.task is None:
+                self._start(pool)
+        log.info("pool list replaced", pools=[p.settings.url for p in listed])
+        self._select()
+        self._notify()
 
     async def _keep(self, pool: _Pool) -> None:
         """Connect this pool whenever it is wanted; back off after each failure."""
         while True:
             while not self._wanted(pool):
-                pool.set_state(PoolState.STANDBY)
+                idle = PoolState.STANDBY if pool.settings.enabled else PoolState.DISABLED
+                pool.set_state(idle)
                 await self._change()
             pool.set_state(PoolState.CONNECTING)
             self._notify()
             delay_s = await self._connection(pool)
             pool.session = None
-            if pool is self._active:
+            if pool is self._active or pool in self._serving:
                 self._select()
             if pool.lost:
                 self._tell_lost(pool)
@@ -379,7 +478,7 @@ class PoolManager:
         long_up = pool.alive_at and self._clock() - pool.alive_at >= settings.failback_delay_s
         if long_up and not judged:
             pool.delay_s = 0.0
-        if pool is self._active or judged:
+        if pool is self._active or pool in self._serving or judged:
             pool.lost = why
         pool.alive_at = 0.0
         pool.failing = True
@@ -395,7 +494,9 @@ class PoolManager:
         why, pool.lost = pool.lost, ""
         pool.failover_reason, pool.failover_at = why, time.time()
         active = self._active
-        if active is not None:
+        if self._serving:
+            after = "the other pools with a quota split the work"
+        elif active is not None:
             after = f"mining on pool {active.index} ({active.settings.url})"
         elif len(self._pools) > 1:
             after = "failing over to the next pool that delivers"
@@ -411,7 +512,7 @@ class PoolManager:
                     "pool": pool.index,
                     "url": pool.settings.url,
                     "reason": why,
-                    "active_pool": None if active is None else active.index,
+                    "active_pool": self.active,
                 },
             )
             self._alarms.raise_event(f"pool {pool.index}", event, 1)
@@ -429,8 +530,12 @@ class PoolManager:
         return functools.partial(Sv2Session, authority_key=pool.authority, hashrate=self._hashrate)
 
     def _work(self, pool: _Pool, session: PoolSession, clean: bool) -> None:
-        if pool is self._active and session.template is not None:
+        if session.template is None:
+            return
+        if pool is self._active:
             self.work.use(session.template, clean=clean)
+        elif pool in self._serving:
+            self.work.use(session.template, clean=clean, lane=pool.lane)
 
     async def _watch(self) -> None:
         """Failback after its delay, and work marked unavailable after idle_after_s."""
@@ -443,14 +548,14 @@ class PoolManager:
                 next_report = now + REPORT_S
                 self._report(reported)
             due = [now + 1.0]
-            if self._active is None and self.work.available:
+            if self._active is None and not self._serving and self.work.available:
                 due.append(self._lost_at + self.settings.idle_after_s)
             active = self._active
             for pool in self._pools:
-                if (
-                    active is not None
-                    and pool.index < active.index
-                    and pool.state is PoolState.ALIVE
+                if pool.state is not PoolState.ALIVE:
+                    continue
+                if (active is not None and pool.index < active.index) or (
+                    pool.quota and pool not in self._serving
                 ):
                     due.append(pool.alive_at + self.settings.failback_delay_s)
             try:
@@ -470,24 +575,75 @@ class PoolManager:
                     accepted=c.accepted,
                     rejected=c.rejected,
                     stale=c.stale,
-                    active=pool is self._active,
+                    active=pool is self._active or pool in self._serving,
                 )
 
     # -- choosing ------------------------------------------------------------------------
 
     def _wanted(self, pool: _Pool) -> bool:
-        """Pools up to the active one; with none active, each pool once those above it fail."""
+        """Pools with a quota always; the others up to the active one, and while no pool
+        is active each once those above it failed; a disabled pool never."""
+        if not pool.settings.enabled:
+            return False
+        if pool.quota:
+            return True
+        if self._serving:
+            return False
         if self._active is not None:
             return pool.index <= self._active.index
-        return all(above.failing for above in self._pools[: pool.index])
+        above = self._pools[: pool.index]
+        return all(p.failing or not p.settings.enabled for p in above)
+
+    def _split(self, now: float) -> dict[_Pool, int]:
+        """The pools that split the work now: the alive ones with a quota. One that
+        failed before joins after staying up `failback_delay_s`, as a failback would."""
+        mining = bool(self._serving) or self._active is not None
+        chosen: dict[_Pool, int] = {}
+        for pool in self._pools:
+            if not pool.quota or pool.state is not PoolState.ALIVE or pool.session is None:
+                continue
+            proven = now - pool.alive_at >= self.settings.failback_delay_s
+            if pool in self._serving or not mining or not pool.counters.failures or proven:
+                chosen[pool] = pool.quota
+        return chosen
+
+    def _serve(self, chosen: dict[_Pool, int]) -> None:
+        """Hand the work to these pools by quota (none: back to failover)."""
+        before = self._serving
+        if chosen == before:
+            return
+        if chosen and self._active is not None:
+            self._active = None  # the split takes over from the failover pool
+            self.work.use(None, clean=False)
+        for pool in before:
+            if pool not in chosen:
+                self.work.use(None, clean=False, lane=pool.lane)
+        for pool in chosen:
+            if pool not in before and pool.session is not None:
+                self.work.use(pool.session.template, clean=False, lane=pool.lane)
+        self.work.weigh({pool.lane: quota for pool, quota in chosen.items()})
+        self._serving = dict(chosen)
+        log.info("splitting the work", quotas={p.index: q for p, q in chosen.items()})
+        if chosen:
+            for pool in self._pools:  # failover pools are not needed while pools split
+                if not pool.quota and pool.session is not None:
+                    pool.session.stop()
+        self._notify()
 
     def _select(self) -> None:
         now = self._clock()
+        self._serve(self._split(now))
+        if self._serving:
+            self._lost_at = now
+            self.work.set_available(True)
+            return
         current = self._active
         choice = current if current is not None and current.state is PoolState.ALIVE else None
-        if current is not None and current.session is None:
+        if current is not None and (current.session is None or current not in self._pools):
             choice = None
         for pool in self._pools:
+            if not pool.settings.enabled:
+                continue
             if choice is not None and pool.index >= choice.index:
                 break
             if pool.state is not PoolState.ALIVE or pool.session is None:
@@ -523,7 +679,7 @@ class PoolManager:
             template = after.session.template if after.session else None
             self.work.use(template, clean=True)
             for pool in self._pools:  # pools below the active one are not needed
-                if pool.index > after.index and pool.session is not None:
+                if pool.index > after.index and pool.session is not None and not pool.quota:
                     pool.session.stop()
         self._notify()
 
@@ -559,6 +715,9 @@ def pool_views(statuses: list[PoolStatus]) -> list[PoolView]:
             difficulty_accepted=s.counters.accepted_difficulty,
             difficulty_rejected=s.counters.rejected_difficulty,
             last_share_time=round(s.counters.last_share_at or 0),
+            quota=s.quota,
+            split_percent=s.split_percent,
+            enabled=s.state is not PoolState.DISABLED,
         )
         for s in statuses
     ]

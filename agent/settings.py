@@ -206,6 +206,13 @@ def parse_table(cls: type[T], raw: Mapping[str, Any], where: str) -> T:
     return cls(**values)
 
 
+def parse_field(cls: type, name: str, value: Any, path: str) -> Any:
+    """One key of a settings table checked by its declaration, as in a file: for a value
+    that comes from elsewhere (a pool list sent from afar), so it meets the same rules."""
+    (info,) = (info for info in fields_of(cls) if info.name == name)
+    return _parse_value(info, value, path)
+
+
 def _unknown_key(where: str, key: str, known: list[str]) -> str:
     key = clip(key, 64)
     path = f"{where}.{key}" if where else key

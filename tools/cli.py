@@ -333,11 +333,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_fleet_commands(parser: argparse.ArgumentParser, sub: Any) -> argparse.ArgumentParser:
-    """What a fleet operator shares with the technician: fault codes, the farm's view."""
+    """What a fleet operator shares with the technician: fault codes, the pool list, the
+    farm's view."""
     p = sub.add_parser("codes", help="the fault codes: what each means and what to do")
     p.add_argument("code", nargs="?", type=int, help="only this code")
+    p = sub.add_parser(
+        "pools",
+        help="the pools and their split; `pools set POOL...` replaces the list, `pools reset` "
+        "goes back to the config's",
+        description="Each POOL is key=value pairs in one argument, as the config's [[pool]]: "
+        "'url=stratum+tcp://pool.example.com:3333 user=acct.worker quota=70'.",
+    )
+    p.add_argument("action", nargs="?", choices=("show", "set", "reset"), default="show")
+    p.add_argument("pool", nargs="*", type=_pool_spec, help="with set: the new list, in order")
     fleet.add_parser(sub)
     return parser
+
+
+def _pool_spec(text: str) -> dict[str, Any]:
+    """`url=... user=... quota=70` as a pool table; the agent checks the values."""
+    pool: dict[str, Any] = {}
+    for part in text.split():
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected key=value (url=..., user=...)")
+        if key in pool:
+            raise argparse.ArgumentTypeError(f"{key} given twice")
+        pool[key] = _pool_value(key, value)
+    return pool
+
+
+def _pool_value(key: str, value: str) -> Any:
+    if key == "quota":
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"quota={value!r}: must be an integer") from None
+    if key == "enabled":
+        if value not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"enabled={value!r}: must be true or false")
+        return value == "true"
+    return value
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -395,6 +431,7 @@ class Cli:
             "watch": lambda: self.watch(a.interval, a.count),
             "events": lambda: self.events(a.limit, follow=a.follow, count=a.count),
             "codes": lambda: self.codes(a.code),
+            "pools": lambda: self.pools(a.action, a.pool),
         }
         if a.command == "swap":
             if a.action == "cancel":
@@ -409,6 +446,17 @@ class Cli:
             raise CliError(f"no fault code {code}; `hashbay codes` lists them", EXIT_USAGE)
         self.emit([c.to_json() for c in entries], lambda: render.codes_text(entries))
         return EXIT_OK
+
+    def pools(self, action: str, pools: list[dict[str, Any]]) -> int:
+        if action == "set":
+            if not pools:
+                raise CliError("pools set needs at least one POOL (url=... user=...)", EXIT_USAGE)
+            return self.change("pools", pools=pools)
+        if pools:
+            raise CliError(f"pools {action} takes no POOL", EXIT_USAGE)
+        if action == "reset":
+            return self.change("pools_reset")
+        return self.read("status", None, lambda r: render.pools_text(r["miner"].get("pools")))
 
     def slots(self, slots: list[dict[str, Any]]) -> str:
         return render.slots_table(swap_order(slots) if self.args.swap_order else slots)

@@ -254,6 +254,28 @@ def noise_and_blocks(data: Mapping[str, Any], keys: tuple[str, ...]) -> list[str
     return lines
 
 
+def pools_text(pools: Sequence[Mapping[str, Any]] | None) -> str:
+    """The pools in priority order with their state, quota and the split observed."""
+    if not pools:
+        return "no pools: the chains hash on local work"
+    rows = [
+        (
+            p.get("pool"),
+            p.get("url"),
+            p.get("user"),
+            p.get("state"),
+            "*" if p.get("active") else "",
+            p.get("quota") or "-",
+            p.get("accepted"),
+            f"{p.get('split_percent', 0):.1f} %",
+            p.get("last_error") or "",
+        )
+        for p in pools
+    ]
+    headers = ("#", "url", "user", "state", "mining", "quota", "accepted", "split", "error")
+    return table(headers, rows)
+
+
 def codes_text(entries: Iterable[FaultCode]) -> str:
     lines = []
     for c in entries:

@@ -58,7 +58,7 @@ class HashbayError(BaseMinerError):
 
 class HashbayRPCAPI(CGMinerRPCAPI):
     """hashbay's cgminer-compatible API plus its own commands (`faults`) and the
-    LuxOS-named controls it accepts (`curtail`, `ledset`, `powerset`)."""
+    LuxOS-named controls it accepts (`curtail`, `ledset`, `powerset`), and `poolset`."""
 
     async def faults(self) -> dict[str, Any]:
         """What is wrong now, with canonical codes, most severe first."""
@@ -75,6 +75,11 @@ class HashbayRPCAPI(CGMinerRPCAPI):
     async def powerset(self, watts: int) -> dict[str, Any]:
         """The whole miner's input power target in watts; 0 clears it."""
         return await self.send_command("powerset", parameters=str(watts))  # type: ignore[no-any-return]
+
+    async def poolset(self, pools: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace the pool list at once: `[{"url", "user", "password", "quota"}, ...]`."""
+        parameter = json.dumps(pools, separators=(",", ":"))
+        return await self.send_command("poolset", parameters=parameter)  # type: ignore[no-any-return]
 
 
 HASHBAY_DATA_LOC = DataLocations(
@@ -163,6 +168,23 @@ class HashbayMiner(BaseMiner):
         except APIError:
             return MinerConfig()
         return MinerConfig(pools=PoolConfig.from_api(rpc_pools))
+
+    async def send_config(self, config: MinerConfig, user_suffix: str | None = None) -> None:
+        """Only the pools are hashbay's to take from a config. One group: its pools in
+        failover order. Several groups split the hashrate by their quotas: each group's
+        first pool carries its group's quota, the others back them all up."""
+        split = len(config.pools.groups) > 1
+        pools = [
+            {
+                "url": pool.url,
+                "user": f"{pool.user}{user_suffix or ''}",
+                "password": pool.password,
+                "quota": group.quota if split and n == 0 else 0,
+            }
+            for group in config.pools.groups
+            for n, pool in enumerate(group.pools)
+        ]
+        await self.rpc.poolset(pools)
 
     @staticmethod
     async def _ok(request: Any) -> bool:
