@@ -151,5 +151,7 @@ async def test_stalled_event_loop_trips_safe_state_from_the_guard_thread(
     assert rig.safe_state_at and blocked_at < rig.safe_state_at[0] < unblocked_at
     assert outputs(rig) == SAFE
     assert await asyncio.wait_for(task, 5) == EXIT_SOFTWARE
-    # No ping vouched for the daemon once it had stalled, not even after the loop woke.
-    assert max(notify_listener.arrival_times("WATCHDOG")) < blocked_at + 0.01
+    # No ping vouched for the daemon once it had stalled, not even after the loop woke. (A
+    # ping sent just before the freeze may be stamped late by a starved listener thread;
+    # pings every 100 ms through a 6 s freeze could not hide in that margin.)
+    assert max(notify_listener.arrival_times("WATCHDOG")) < blocked_at + 0.5
