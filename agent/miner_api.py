@@ -33,7 +33,7 @@ from hashbay import __version__
 from hashbay.agent import miner_api_fleet as fleet
 from hashbay.agent import miner_api_pools as pool_edits
 from hashbay.agent import miner_api_replies as replies
-from hashbay.agent.commands import CommandError, CommandHandler, parse_command_mapping
+from hashbay.agent.commands import Command, CommandError, CommandHandler, parse_command_mapping
 from hashbay.agent.miner_api_replies import (
     MAX_REQUEST_BYTES,
     ApiReply,
@@ -345,14 +345,9 @@ class MinerApiServer:
             bound.warning("miner API command refused", error=str(exc))
             return replies.error(fleet.FleetCode.BAD_PARAMETER, str(exc))
         bound.info("miner API command")
-        for command in commands:
-            try:
-                await self._handle(command)
-            except CommandError as exc:
-                return replies.error(Code.REFUSED, str(exc))
-            except Exception as exc:
-                bound.exception("miner API command failed")
-                return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
+        refused = await self._carry_out(commands, bound)
+        if refused is not None:
+            return refused
         message = control.message.format(parameter=parameter.strip())
         return ApiReply(Severity.SUCCESS, control.code, message)
 
@@ -366,14 +361,22 @@ class MinerApiServer:
             bound.warning("miner API command refused", error=str(exc))
             return replies.error(fleet.FleetCode.BAD_PARAMETER, str(exc))
         bound.info("miner API command")
-        try:
-            await self._handle(command)
-        except CommandError as exc:
-            return replies.error(Code.REFUSED, str(exc))
-        except Exception as exc:
-            bound.exception("miner API command failed")
-            return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
+        refused = await self._carry_out([command], bound)
+        if refused is not None:
+            return refused
         return ApiReply(Severity.SUCCESS, pool_edits.EDITS[name].code, message)
+
+    async def _carry_out(self, commands: list[Command], bound: Any) -> ApiReply | None:
+        """Hand the commands to the agent in order; the error reply of the first refused."""
+        for command in commands:
+            try:
+                await self._handle(command)
+            except CommandError as exc:
+                return replies.error(Code.REFUSED, str(exc))
+            except Exception as exc:
+                bound.exception("miner API command failed")
+                return replies.error(Code.REFUSED, f"failed inside the agent: {exc}")
+        return None
 
     def view(self) -> MinerView:
         """Everything the replies need, taken now from the agent's state."""
