@@ -200,12 +200,19 @@ async def test_noisy_line_costs_frames_not_correctness(
     chain.set_ticket_difficulty(256)
     await chain.ramp_frequency(500, step_mhz=50, step_delay_s=0.01)
     chain.send_job(job(3))
-    clean_frames = chain.decoder.stats.frames
+    # The noise starts once the chips hash: a job still in the line would be garbled too.
+    async with asyncio.timeout(60):
+        while not chain.counters.nonces:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    clean_frames, clean_nonces = chain.decoder.stats.frames, chain.counters.nonces
     powered.rig.uart_noise(0, 0.01, 0.002)
     # Judged over frames, not seconds: 100 frames (~1,100 bytes at 1.2 % per byte) all
     # arriving clean would be a one-in-a-million run; a starved simulator just takes longer.
     async with asyncio.timeout(120):
-        while chain.decoder.stats.frames - clean_frames < 100 or chain.counters.nonces <= 10:  # noqa: ASYNC110
+        while (  # noqa: ASYNC110
+            chain.decoder.stats.frames - clean_frames < 100
+            or chain.counters.nonces <= clean_nonces + 10
+        ):
             await asyncio.sleep(0.1)
     stats = chain.decoder.stats
     assert stats.crc_errors + stats.discarded_bytes > 0
