@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
 from hashbay.agent.alarms import AlarmGate
-from hashbay.agent.buses import Buses, open_buses
+from hashbay.agent.bus_backends import Buses
+from hashbay.agent.buses import open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.console import run_console
 from hashbay.agent.control_socket import ControlServer, chip_rows
@@ -150,9 +152,10 @@ class Agent:
             alarm_settings=config.alarms,
         )
         settings = slot_settings(config)
-        uarts = self.rig.buses.uart_paths
+        buses = self.rig.buses
         self.controllers.extend(
-            SlotController(hw, uarts[hw.index], settings, services) for hw in self.rig.slots
+            SlotController(hw, partial(buses.open_uart, hw.index), settings, services)
+            for hw in self.rig.slots
         )
         self.state.slot_statuses = lambda: [c.status for c in self.controllers]
         self.state.on_update = self.mqtt_wake.set

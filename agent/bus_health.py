@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from hashbay.agent.alarms import AlarmSettings
+from hashbay.agent.alarm_settings import AlarmSettings
 from hashbay.agent.status import BusDevice
 from hashbay.drivers.i2c import DeviceCounts
 

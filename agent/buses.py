@@ -1,74 +1,66 @@
-"""Opens the buses named in the config. The only place that maps `sim` to the simulated rig.
+"""Opens the buses named in the config, through the back-end it names; the real one.
 
 Drivers receive what this returns and never learn whether the other end is silicon or
-the simulator, the way python-can picks an interface by name. The clock comes with the
-buses: real hardware runs on the monotonic clock, the simulated rig on its own (which
-may run faster than real time), so rates and trends are measured in the rig's time.
+the simulator (`bus_backends`). The clock comes with the buses: real hardware runs on the
+monotonic clock, the simulated rig on its own (which may run faster than real time), so
+rates and trends are measured in the rig's time.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from hashbay.agent.bus_backends import Buses, load_backend
 from hashbay.agent.config import Config
 from hashbay.drivers.errors import DeviceMissingError
 from hashbay.drivers.i2c import I2CBus, LockedI2C, open_i2c
 
-log = structlog.get_logger("hashbay.buses")
+
+class Hardware:
+    """The real buses: a gpiozero pin factory by name, an I2C device, the chains' UARTs."""
+
+    def check_config(self, config: Config, /) -> None:
+        """Nothing to check beyond the settings' own rules: devices are checked at open."""
+
+    def open(self, config: Config, /) -> Buses:
+        """The buses the config names, or one DeviceMissingError naming every device that
+        is missing (a first bring-up should learn all of them at once)."""
+        missing: list[str] = []
+        factory: Any = None
+        raw: I2CBus | None = None
+        try:
+            factory = pin_factory(config.hardware.pin_factory, runtime_dir=config.agent.runtime_dir)
+        except DeviceMissingError as exc:
+            missing.append(str(exc))
+        try:
+            raw = open_i2c(config.hardware.i2c_bus)
+        except DeviceMissingError as exc:
+            missing.append(str(exc))
+        uarts = tuple(s.uart for s in config.slot)
+        missing += [_uart_missing(path) for path in dict.fromkeys(uarts) if not Path(path).exists()]
+        if missing or factory is None or raw is None:
+            if raw is not None:
+                raw.close()
+            if factory is not None:
+                _closer(factory)()
+            raise DeviceMissingError("; ".join(missing))
+        buses = Buses(factory, LockedI2C(raw), uarts)
+        buses.resources.callback(raw.close)
+        buses.resources.callback(_closer(factory))  # closes first
+        return buses
 
 
-@dataclass
-class Buses:
-    pin_factory: Any
-    i2c: LockedI2C
-    uart_paths: list[str]
-    clock: Callable[[], float] = time.monotonic
-    sim: Any = None  # the SimRig when simulated, for status and fault injection only
-    _closers: list[Callable[[], None]] = field(default_factory=list)
-
-    def close(self) -> None:
-        for closer in reversed(self._closers):
-            try:
-                closer()
-            except Exception:  # noqa: S112 - closing must try every bus
-                continue
+HARDWARE = Hardware()
 
 
 def open_buses(config: Config) -> Buses:
-    """The buses the config names, or one DeviceMissingError naming every device that is
-    missing (a first bring-up should learn all of them at once)."""
-    if config.simulated:
-        return _simulated(config)
-    missing: list[str] = []
-    factory: Any = None
-    raw: I2CBus | None = None
-    try:
-        factory = pin_factory(config.hardware.pin_factory, runtime_dir=config.agent.runtime_dir)
-    except DeviceMissingError as exc:
-        missing.append(str(exc))
-    try:
-        raw = open_i2c(config.hardware.i2c_bus)
-    except DeviceMissingError as exc:
-        missing.append(str(exc))
-    uarts = [s.uart for s in config.slot]
-    missing += [_uart_missing(path) for path in dict.fromkeys(uarts) if not Path(path).exists()]
-    if missing or factory is None or raw is None:
-        if raw is not None:
-            raw.close()
-        if factory is not None:
-            _closer(factory)()
-        raise DeviceMissingError("; ".join(missing))
-    buses = Buses(factory, LockedI2C(raw), uarts)
-    buses._closers += [raw.close, _closer(factory)]
-    return buses
+    """The buses of the back-end the config names (`sim` or the real hardware)."""
+    return load_backend(config.bus_backend).open(config)
 
 
 def _uart_missing(path: str) -> str:
@@ -76,25 +68,6 @@ def _uart_missing(path: str) -> str:
         f"serial port {path} does not exist; enable that UART (on a Raspberry Pi "
         "dtoverlay=uartN in config.txt) or fix the slot's uart setting"
     )
-
-
-def _simulated(config: Config) -> Buses:
-    from hashbay.tools.sim.control import SOCKET_NAME, ControlServer
-    from hashbay.tools.sim.rig import SimRig
-
-    rig = SimRig(config)
-    rig.start()
-    buses = Buses(rig.pin_factory, LockedI2C(rig.i2c), rig.uart_paths, rig.now, rig)
-    buses._closers.append(rig.stop)
-    if config.sim.control_socket:
-        path = Path(config.agent.runtime_dir) / SOCKET_NAME
-        try:
-            control = ControlServer(rig, path)
-        except OSError as exc:
-            log.warning("simulator control socket unavailable", path=str(path), error=str(exc))
-        else:
-            buses._closers.append(control.close)
-    return buses
 
 
 def _closer(factory: Any) -> Callable[[], None]:

@@ -11,16 +11,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.alarms import AlarmSettings
-from hashbay.agent.autotune import TuneSettings
-from hashbay.agent.control_socket import ControlSettings
-from hashbay.agent.fan_control import ThermalSettings
-from hashbay.agent.governor import EconomicsSettings, PowerSettings
-from hashbay.agent.health import HealthSettings
-from hashbay.agent.miner_api import ApiSettings
-from hashbay.agent.pools import PoolSettings, check_pools
-from hashbay.agent.predict import PredictSettings
-from hashbay.agent.protection import ProtectionSettings
+from hashbay.agent.alarm_settings import AlarmSettings
+from hashbay.agent.api_settings import ApiSettings
+from hashbay.agent.bus_backends import load_backend
+from hashbay.agent.control_settings import ControlSettings
+from hashbay.agent.health_settings import HealthSettings
+from hashbay.agent.pool_settings import PoolSettings, check_pools
+from hashbay.agent.power_settings import EconomicsSettings, PowerSettings
+from hashbay.agent.predict_settings import PredictSettings
+from hashbay.agent.protection_settings import ProtectionSettings
 from hashbay.agent.quiet import QuietSettings
 from hashbay.agent.quoting import clip
 from hashbay.agent.schedule import parse_priced_window, parse_window
@@ -34,7 +33,9 @@ from hashbay.agent.settings import (
     setting,
     table,
 )
-from hashbay.agent.stratum_client import StratumSettings
+from hashbay.agent.stratum_settings import StratumSettings
+from hashbay.agent.thermal_settings import ThermalSettings
+from hashbay.agent.tune_settings import TuneSettings
 from hashbay.drivers import emc2305
 from hashbay.drivers.envelope import BoardLimits
 from hashbay.drivers.errors import ConfigError
@@ -459,6 +460,11 @@ class Config:
         return replace(self, agent=agent)
 
     @property
+    def bus_backend(self) -> str:
+        """The name of the back-end that opens the buses (`bus_backends`)."""
+        return SIM if self.simulated else "hardware"
+
+    @property
     def simulated(self) -> bool:
         """Whether the buses come from the simulated rig (checked consistent at load)."""
         return self.hardware.i2c_bus == SIM
@@ -599,8 +605,7 @@ def check_relations(config: Config) -> None:
         raise ConfigError("mqtt.password_file: needs mqtt.username as well")
     if bool(mqtt.cert_file) != bool(mqtt.key_file):
         raise ConfigError("mqtt.cert_file: needs mqtt.key_file (and the other way round)")
-    if config.simulated:
-        _check_sim(config)
+    load_backend(config.bus_backend).check_config(config)
     if len(set(sim_flags.values())) > 1:
         simulated = [k for k, v in sim_flags.items() if v]
         raise ConfigError(
@@ -691,53 +696,6 @@ def site_caps(config: Config) -> BoardLimits:
         freq_max_mhz=limits.chip_freq_max_mhz,
         power_max_w=limits.board_power_max_w,
     )
-
-
-def _check_sim(config: Config) -> None:
-    sim = config.sim
-    if sim.chips_per_board % sim.chips_per_domain:
-        raise ConfigError(
-            f"sim.chips_per_domain: {sim.chips_per_domain} does not divide "
-            f"sim.chips_per_board ({sim.chips_per_board})"
-        )
-    _check_sim_modules_fit(config)
-    if len(set(sim.modules)) != len(sim.modules):
-        raise ConfigError(f"sim.modules: a slot is listed twice in {list(sim.modules)}")
-    for n, slot in enumerate(sim.modules):
-        if slot >= len(config.slot):
-            raise ConfigError(f"sim.modules[{n}]: there is no slot {slot}")
-    simulated_poll_s = sim.time_scale * config.agent.poll_interval_s
-    if config.hardware.fan_backend == EMC2305 and simulated_poll_s > EMC2305_POLL_MAX_S:
-        raise ConfigError(
-            f"sim.time_scale: {sim.time_scale:g} x agent.poll_interval_s makes "
-            f"{simulated_poll_s:g} simulated seconds between polls; the simulated fan "
-            f"controller's watchdog needs at most {EMC2305_POLL_MAX_S:g}"
-        )
-    if config.hardware.nonce_check_bits > sim.ticket_zero_bits:
-        raise ConfigError(
-            f"hardware.nonce_check_bits: {config.hardware.nonce_check_bits} is more than the "
-            f"simulated chips deliver (sim.ticket_zero_bits = {sim.ticket_zero_bits}); "
-            "every nonce would count as a hardware error"
-        )
-
-
-def _check_sim_modules_fit(config: Config) -> None:
-    """The simulated modules must be ones the site's limits admit, or every one faults."""
-    from hashbay.tools.sim.module import ModuleSpec, module_identity  # sim configs only
-
-    sim = config.sim
-    spec = ModuleSpec(sim.chip_model, sim.chips_per_board, sim.chips_per_domain, 1)
-    declared = module_identity(spec).limits
-    try:
-        declared.within(site_caps(config))
-    except ValueError:
-        limits = config.limits
-        raise ConfigError(
-            f"sim.chips_per_domain: {sim.chips_per_board} chips in domains of "
-            f"{sim.chips_per_domain} make a {declared.vout_min_v:.1f}-{declared.vout_max_v:.1f} V "
-            f"module, outside limits.board_vout_min_v..max_v ({limits.board_vout_min_v:g}-"
-            f"{limits.board_vout_max_v:g} V): every simulated module would be refused"
-        ) from None
 
 
 _FAN_PINS = ("pwm_pin", "tach_pin")

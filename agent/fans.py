@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import structlog
 
-from hashbay.agent.buses import Buses
+from hashbay.agent.bus_backends import Buses
 from hashbay.agent.config import EMC2305, GPIO_FANS, Config, FanSection
 from hashbay.drivers.emc2305 import Emc2305
 from hashbay.drivers.envelope import SafetyEnvelope

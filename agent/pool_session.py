@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from hashbay.agent.pool_settings import Endpoint
 from hashbay.agent.pool_work import Share, Template
-from hashbay.agent.stratum_client import Endpoint, PoolCounters
+from hashbay.agent.stratum_client import PoolCounters
 
 
 class PoolSession(Protocol):

@@ -34,11 +34,11 @@ from hashbay.agent.predict import (
     Evidence,
     Predictor,
     PredictorState,
-    PredictSettings,
     RaisedWarning,
     StepSeen,
     WindowState,
 )
+from hashbay.agent.predict_settings import PredictSettings
 from hashbay.agent.records import RecordError, number
 from hashbay.drivers.numbers import is_finite
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import structlog
 
-from hashbay.agent.buses import Buses
+from hashbay.agent.bus_backends import Buses
 from hashbay.agent.config import Config, site_caps
 from hashbay.agent.fans import FanReader, build_fans
 from hashbay.agent.liveness import BusProgress

@@ -18,15 +18,17 @@ from typing import Any, Protocol
 
 import structlog
 
-from hashbay.agent.alarms import AlarmGate, AlarmSettings
-from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress, TuneSettings
+from hashbay.agent.alarm_settings import AlarmSettings
+from hashbay.agent.alarms import AlarmGate
+from hashbay.agent.autotune import Autotuner, BoardProfile, TuneProgress
 from hashbay.agent.bus_health import BusNoise, describe
 from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Mode
 from hashbay.agent.lifecycle import Trigger, allowed, next_state
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
 from hashbay.agent.power_sequence import PowerUpFailed, power_up
-from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier, Verdict
+from hashbay.agent.protection import BoardGuard, RestartPolicy, Tier, Verdict
+from hashbay.agent.protection_settings import ProtectionSettings
 from hashbay.agent.slot_alarms import SlotAlarms
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.agent.status import (
@@ -40,10 +42,11 @@ from hashbay.agent.status import (
     SlotStatus,
 )
 from hashbay.agent.sweep import SensorSweep
+from hashbay.agent.tune_settings import TuneSettings
 from hashbay.agent.tune_store import Loaded, TuneStore
 from hashbay.agent.tuning import ChainTuneTarget
 from hashbay.agent.work import WorkSource
-from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
+from hashbay.drivers.bm13xx.chain import Bm13xxChain, SerialLink
 from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.bm13xx.registers import SMALL_CORES
 from hashbay.drivers.eeprom import BoardIdentity, IdentityError
@@ -196,11 +199,15 @@ class Services:
 
 class SlotController:
     def __init__(
-        self, hw: SlotHardware, uart_path: str, settings: SlotSettings, services: Services
+        self,
+        hw: SlotHardware,
+        open_uart: Callable[[], SerialLink],
+        settings: SlotSettings,
+        services: Services,
     ) -> None:
         self.hw = hw
         self.index = hw.index
-        self._uart_path = uart_path
+        self._open_uart = open_uart  # the slot's chain UART, from the buses
         self._settings = settings
         self._svc = services
         self.state = SlotState.EMPTY
@@ -618,7 +625,7 @@ class SlotController:
             self.hw.pins.hold_reset(False)
             await asyncio.sleep(0.15)
             chain = Bm13xxChain(
-                open_serial(self._uart_path),
+                self._open_uart(),
                 slot=self.index,
                 envelope=self._svc.envelope,
                 check_zero_bits=settings.nonce_check_bits,

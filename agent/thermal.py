@@ -20,11 +20,12 @@ from typing import Any, Protocol
 import structlog
 
 from hashbay.agent.config import Config
-from hashbay.agent.fan_control import FanCommand, FanController, ThermalSettings
+from hashbay.agent.fan_control import FanCommand, FanController
 from hashbay.agent.noise import NoiseModel, finite_or_none
 from hashbay.agent.quiet import MODES, QuietSettings, quiet_active
 from hashbay.agent.rig import Rig
 from hashbay.agent.status import SlotState, SlotStatus
+from hashbay.agent.thermal_settings import ThermalSettings
 from hashbay.drivers.fan import FanReading
 from hashbay.drivers.numbers import finite_in
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from hashbay.agent.app import run_agent
-from hashbay.agent.buses import Buses
+from hashbay.agent.bus_backends import Buses
 from hashbay.agent.config import Config, load_config
 from hashbay.agent.rig import Rig, RigSnapshot
 from hashbay.agent.sdnotify import SystemdNotifier

@@ -16,11 +16,11 @@ from hashbay.agent.autotune import (
     BoardProfile,
     Sprt,
     TuneProgress,
-    TuneSettings,
     Verdict,
     voltage_grid,
 )
 from hashbay.agent.config import default_config_path, parse_config
+from hashbay.agent.tune_settings import TuneSettings
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.tune_target import PhysicsTarget

@@ -28,7 +28,8 @@ from hashbay.agent.control_protocol import (
     encode_frame,
     request_message,
 )
-from hashbay.agent.control_socket import ControlServer, ControlSettings
+from hashbay.agent.control_settings import ControlSettings
+from hashbay.agent.control_socket import ControlServer
 from hashbay.agent.events import Event, EventBus, EventKind
 from hashbay.agent.state import AgentState
 from hashbay.agent.status import Health, HealthLevel, Reason, SlotState, SlotStatus

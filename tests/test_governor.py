@@ -11,17 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashbay.agent.controls import Controls, ControlStore
-from hashbay.agent.governor import (
-    BOARD_TO_INPUT,
-    CurvePoint,
-    Decision,
-    EconomicsSettings,
-    Governor,
-    Inputs,
-    Mode,
-    PowerSettings,
-)
+from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Decision, Governor, Inputs, Mode
 from hashbay.agent.operating_point import OperatingPoint, PointPlanner
+from hashbay.agent.power_settings import EconomicsSettings, PowerSettings
 from hashbay.agent.schedule import parse_priced_window, parse_window
 from hashbay.agent.settings import parse_table
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope

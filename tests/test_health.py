@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.health import ChipCounters, HealthModel, HealthSettings
+from hashbay.agent.health import ChipCounters, HealthModel
+from hashbay.agent.health_settings import HealthSettings
 from hashbay.agent.settings import parse_table
 from hashbay.agent.status import (
     ChipSample,

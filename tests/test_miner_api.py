@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashbay.agent import miner_api_replies as replies
+from hashbay.agent.api_settings import ApiSettings
 from hashbay.agent.commands import Command, CommandError
 from hashbay.agent.config import default_config_path, parse_config
-from hashbay.agent.miner_api import ApiSettings, MinerApiServer
+from hashbay.agent.miner_api import MinerApiServer
 from hashbay.agent.miner_api_replies import DeviceCounters, WorkMeter
 from hashbay.agent.rig import RigSnapshot
 from hashbay.agent.state import AgentState

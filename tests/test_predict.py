@@ -16,13 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.health import HealthModel, HealthSettings
-from hashbay.agent.predict import Predictor, PredictSettings, stress_factor
+from hashbay.agent.health import HealthModel
+from hashbay.agent.health_settings import HealthSettings
+from hashbay.agent.predict import Predictor, stress_factor
 from hashbay.agent.predict_fit import (
     best_step_log_likelihood,
     fit_logistic_trend,
     rising_lately,
 )
+from hashbay.agent.predict_settings import PredictSettings
 from hashbay.agent.settings import parse_table
 from hashbay.agent.status import ChipSample, HealthLevel, ModuleSample, Prediction
 from hashbay.drivers.errors import ConfigError

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashbay.agent.config import load_config
-from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier
+from hashbay.agent.protection import BoardGuard, RestartPolicy, Tier
+from hashbay.agent.protection_settings import ProtectionSettings
 from hashbay.agent.settings import parse_table
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim.plant import ThermalPlant

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.buses import Buses, open_buses
+from hashbay.agent.bus_backends import Buses
+from hashbay.agent.buses import open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.selftest import render
 from hashbay.agent.selftest.report import Check, Report, Verdict

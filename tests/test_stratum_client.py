@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
+from hashbay.agent.pool_settings import Endpoint
 from hashbay.agent.pool_work import Share
 from hashbay.agent.stratum_client import (
-    Endpoint,
     PoolCounters,
     PoolError,
     PoolProtocolError,
     PoolUnproductive,
     ReconnectRequested,
     StratumSession,
-    StratumSettings,
 )
+from hashbay.agent.stratum_settings import StratumSettings
 from hashbay.agent.stratum_work import chip_job
 from hashbay.tools.broker import make_tls_files
 from hashbay.tools.pool import HOST, Misbehaviour, TestPool, solve

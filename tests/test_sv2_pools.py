@@ -18,10 +18,11 @@ import pytest
 
 from hashbay.agent.app import Agent
 from hashbay.agent.config import load_config
+from hashbay.agent.pool_settings import Endpoint, PoolSettings, authority_key, parse_url
 from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings, PoolState, authority_key, parse_url
+from hashbay.agent.pools import PoolManager, PoolState
 from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.stratum_client import Endpoint, StratumSettings
+from hashbay.agent.stratum_settings import StratumSettings
 from hashbay.agent.sv2 import messages as m
 from hashbay.agent.sv2.noise import xonly_of
 from hashbay.drivers.errors import ConfigError

@@ -17,15 +17,15 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from hashbay.agent.pool_settings import Endpoint
 from hashbay.agent.pool_work import PoolWork, Share
 from hashbay.agent.stratum_client import (
-    Endpoint,
     PoolCounters,
     PoolError,
     PoolProtocolError,
     ReconnectRequested,
-    StratumSettings,
 )
+from hashbay.agent.stratum_settings import StratumSettings
 from hashbay.agent.stratum_work import chip_job, coinbase
 from hashbay.agent.sv2 import messages as m
 from hashbay.agent.sv2.noise import xonly_of

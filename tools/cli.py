@@ -65,7 +65,7 @@ def default_socket() -> Path:
     if os.environ.get(SOCKET_ENV):
         return Path(os.environ[SOCKET_ENV])
     from hashbay.agent.config import AgentSection  # only when needed: it is slow to import
-    from hashbay.agent.control_socket import ControlSettings
+    from hashbay.agent.control_settings import ControlSettings
 
     return Path(AgentSection().runtime_dir) / ControlSettings().socket
 

@@ -21,7 +21,7 @@ from hashbay.agent.selftest.report import Verdict
 from hashbay.agent.selftest.session import Session
 from hashbay.agent.slot_hw import SlotHardware
 from hashbay.drivers.bm13xx import registers
-from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
+from hashbay.drivers.bm13xx.chain import Bm13xxChain
 from hashbay.drivers.bm13xx.registers import CHIP_IDS, Reg
 from hashbay.drivers.eeprom import BoardIdentity
 from hashbay.drivers.errors import HardwareError, HashbayError, ProtocolError
@@ -122,14 +122,13 @@ async def _count(
     session: Session, hw: SlotHardware, identity: BoardIdentity, fast_baud: bool
 ) -> None:
     n = hw.index
-    uart = session.buses.uart_paths[n]
     part = f"chain {n}"
     hw.pins.hold_reset(True)
     await asyncio.sleep(RESET_HOLD_S)
     hw.pins.hold_reset(False)
     await asyncio.sleep(RESET_RELEASE_S)
     try:
-        port = open_serial(uart)
+        port = session.buses.open_uart(n)
     except HardwareError as exc:
         session.record(part, f"UART {session.config.slot[n].uart}", Verdict.FAIL, str(exc))
         return

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hashbay.agent.buses import Buses
+from hashbay.agent.bus_backends import Buses
 from hashbay.agent.config import Config
 from hashbay.agent.rig import Rig
 from hashbay.agent.selftest.report import Check, Report, Verdict

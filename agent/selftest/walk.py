@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from hashbay.agent.buses import Buses, open_buses
+from hashbay.agent.bus_backends import Buses
+from hashbay.agent.buses import open_buses
 from hashbay.agent.config import Config
 from hashbay.agent.selftest.bus import (
     OUTPUT_OFF_V,

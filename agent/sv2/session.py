@@ -34,19 +34,19 @@ import structlog
 from hashbay import __version__
 from hashbay.agent import stratum_protocol as sp
 from hashbay.agent.pool_judge import UNANSWERED, PoolJudge
+from hashbay.agent.pool_settings import Endpoint
 from hashbay.agent.pool_work import Share, Template
 from hashbay.agent.quoting import quote
 from hashbay.agent.stratum_client import (
     MAX_PENDING_SHARES,
     MAX_WRITE_BACKLOG_BYTES,
-    Endpoint,
     PoolCounters,
     PoolError,
     PoolProtocolError,
     PoolUnproductive,
     ReconnectRequested,
-    StratumSettings,
 )
+from hashbay.agent.stratum_settings import StratumSettings
 from hashbay.agent.sv2 import messages as m
 from hashbay.agent.sv2.framing import FrameDecoder, encrypt_frame
 from hashbay.agent.sv2.noise import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.alarms import AlarmSettings
+from hashbay.agent.alarm_settings import AlarmSettings
 from hashbay.agent.app import Agent
 from hashbay.agent.events import EventKind
 from hashbay.agent.sdnotify import SystemdNotifier

@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hashbay.agent.health import HealthModel, HealthSettings
-from hashbay.agent.predict import Predictor, PredictSettings
+from hashbay.agent.health import HealthModel
+from hashbay.agent.health_settings import HealthSettings
+from hashbay.agent.predict import Predictor
+from hashbay.agent.predict_settings import PredictSettings
 from hashbay.agent.predict_store import PredictorBook, PredictStore
 from hashbay.agent.status import HealthLevel, ModuleSample, Prediction
 from hashbay.tools.bench.predict_board import (

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from hashbay.agent.logsetup import configure_logging
 from hashbay.agent.pool_session import PoolSession
+from hashbay.agent.pool_settings import Endpoint, authority_key, parse_url
 from hashbay.agent.pool_work import Share
-from hashbay.agent.pools import authority_key, parse_url
-from hashbay.agent.stratum_client import Endpoint, PoolCounters, StratumSession, StratumSettings
+from hashbay.agent.stratum_client import PoolCounters, StratumSession
 from hashbay.agent.stratum_protocol import difficulty_of
+from hashbay.agent.stratum_settings import StratumSettings
 from hashbay.agent.stratum_work import chip_job, share_hash
 from hashbay.agent.sv2.noise import ACT2_BYTES, Initiator, Responder, sign_certificate, xonly_of
 from hashbay.agent.sv2.session import Sv2Session
