@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.autotune import (
+from hashbay.agent.daemon.config import default_config_path, parse_config
+from hashbay.agent.tuning.autotune import (
     Autotuner,
     BoardProfile,
     Sprt,
@@ -19,8 +20,7 @@ from hashbay.agent.autotune import (
     Verdict,
     voltage_grid,
 )
-from hashbay.agent.config import default_config_path, parse_config
-from hashbay.agent.tune_settings import TuneSettings
+from hashbay.agent.tuning.tune_settings import TuneSettings
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.tune_target import PhysicsTarget

@@ -10,12 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.controls import Controls, ControlStore
-from hashbay.agent.governor import BOARD_TO_INPUT, CurvePoint, Decision, Governor, Inputs, Mode
-from hashbay.agent.operating_point import OperatingPoint, PointPlanner
-from hashbay.agent.power_settings import EconomicsSettings, PowerSettings
-from hashbay.agent.schedule import parse_priced_window, parse_window
-from hashbay.agent.settings import parse_table
+from hashbay.agent.core.schedule import parse_priced_window, parse_window
+from hashbay.agent.core.settings import parse_table
+from hashbay.agent.power.controls import Controls, ControlStore
+from hashbay.agent.power.governor import (
+    BOARD_TO_INPUT,
+    CurvePoint,
+    Decision,
+    Governor,
+    Inputs,
+    Mode,
+)
+from hashbay.agent.power.operating_point import OperatingPoint, PointPlanner
+from hashbay.agent.power.power_settings import EconomicsSettings, PowerSettings
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 Layering is what keeps the agent readable and the simulator out of it: no two modules
 import each other even indirectly, and nothing in agent/ or drivers/ imports tools/ (the
-simulator is a bus back-end chosen by name, `hashbay.agent.bus_backends`).
+simulator is a bus back-end chosen by name, `hashbay.agent.hardware.bus_backends`).
 """
 
 from __future__ import annotations
@@ -123,7 +123,9 @@ def test_the_cycle_finder_finds_a_cycle_and_nothing_else() -> None:
 
 
 def test_the_graph_sees_module_level_and_lazy_imports() -> None:
-    assert "hashbay.agent.config" in imports_of("hashbay.agent.buses", with_type_checking=False)
+    assert "hashbay.agent.daemon.config" in imports_of(
+        "hashbay.agent.hardware.buses", with_type_checking=False
+    )
     assert "hashbay.tools.sim.rig" in imports_of(
         "hashbay.tools.sim.backend", with_type_checking=False
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.config import load_config
-from hashbay.agent.pool_settings import Endpoint, parse_url
+from hashbay.agent.daemon.config import load_config
+from hashbay.agent.mining.pool_settings import Endpoint, parse_url
 from hashbay.drivers.errors import ConfigError
 
 from .support import write_config

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.pool_settings import Endpoint
-from hashbay.agent.pool_work import Share
-from hashbay.agent.stratum_client import (
+from hashbay.agent.mining.pool_settings import Endpoint
+from hashbay.agent.mining.pool_work import Share
+from hashbay.agent.mining.stratum_client import (
     PoolCounters,
     PoolError,
     PoolProtocolError,
@@ -24,8 +24,8 @@ from hashbay.agent.stratum_client import (
     ReconnectRequested,
     StratumSession,
 )
-from hashbay.agent.stratum_settings import StratumSettings
-from hashbay.agent.stratum_work import chip_job
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.mining.stratum_work import chip_job
 from hashbay.tools.broker import make_tls_files
 from hashbay.tools.pool import HOST, Misbehaviour, TestPool, solve
 

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 import aiomqtt
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config
-from hashbay.agent.noise import FanModel, NoiseModel
-from hashbay.agent.quiet import QuietSettings
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState, SlotStatus
-from hashbay.agent.thermal import DUTY_RESOLUTION, Heat, ThermalService, heat_of
-from hashbay.agent.thermal_settings import ThermalSettings
+from hashbay.agent.core.status import SlotState, SlotStatus
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.thermal.noise import FanModel, NoiseModel
+from hashbay.agent.thermal.quiet import QuietSettings
+from hashbay.agent.thermal.thermal import DUTY_RESOLUTION, Heat, ThermalService, heat_of
+from hashbay.agent.thermal.thermal_settings import ThermalSettings
 from hashbay.drivers.fan import FanReading
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 from hashbay.tools.sim.plant import ThermalPlant

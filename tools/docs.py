@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.config import Config, default_config_path, load_config
-from hashbay.agent.settings import (
+from hashbay.agent.core.settings import (
     REQUIRED,
     FieldInfo,
     array_item_type,
@@ -21,6 +20,7 @@ from hashbay.agent.settings import (
     optional_scalar_type,
     scalar_list_type,
 )
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
 from hashbay.tools.sim.fault_matrix import MATRIX, Reaction
 from hashbay.tools.sim.faults import FAULTS
 

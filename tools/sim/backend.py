@@ -7,8 +7,8 @@ from pathlib import Path
 
 import structlog
 
-from hashbay.agent.bus_backends import Buses
-from hashbay.agent.config import EMC2305, EMC2305_POLL_MAX_S, Config, site_caps
+from hashbay.agent.daemon.config import EMC2305, EMC2305_POLL_MAX_S, Config, site_caps
+from hashbay.agent.hardware.bus_backends import Buses
 from hashbay.drivers.errors import ConfigError
 from hashbay.drivers.i2c import LockedI2C
 from hashbay.tools.sim.control import SOCKET_NAME, ControlServer

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import Config
+from hashbay.agent.daemon.config import Config
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.fans import SimFan, wire_fans
 from hashbay.tools.sim.faults import FaultCommand, ScheduledFault, load_scenario
