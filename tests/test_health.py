@@ -18,7 +18,8 @@ from hashbay.agent.core.status import (
     ModuleSample,
     Prediction,
 )
-from hashbay.agent.modules.health import ChipCounters, HealthModel
+from hashbay.agent.modules.health import HealthModel
+from hashbay.agent.modules.health_counts import ChipCounters
 from hashbay.agent.modules.health_settings import HealthSettings
 from hashbay.drivers.errors import ConfigError
 

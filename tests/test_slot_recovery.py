@@ -118,7 +118,7 @@ async def test_a_bug_while_identifying_faults_the_slot_once_with_an_event(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug in the agent")
 
-    monkeypatch.setattr(controller._svc, "health", broken)  # asked for while identifying
+    monkeypatch.setattr(controller.svc, "health", broken)  # asked for while identifying
     await until(lambda: controller.state is SlotState.FAULT, what="fault")
     rig: SimRig = agent.rig.buses.sim
     assert rig.slots[0].hotswap.enable_pin is False
@@ -145,7 +145,9 @@ async def test_a_failure_while_faulted_waits_for_a_technician_instead_of_looping
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("cannot read while faulted")
 
-    policy = controller._restart_policy  # asked by the fault state whether to restart
+    policy = (
+        controller.module.restarts if controller.module else None
+    )  # asked by the fault state whether to restart
     assert policy is not None
     monkeypatch.setattr(policy, "may_restart", broken)
     rig.dcdc_overcurrent(0)

@@ -35,7 +35,8 @@ from hashbay.agent.mining.pools import PoolManager, pool_views
 from hashbay.agent.mining.work import LocalWork, WorkSource
 from hashbay.agent.modules.health import HealthModel
 from hashbay.agent.modules.predict_store import PredictorBook, PredictStore
-from hashbay.agent.modules.slots import PowerBudget, Services, SlotController, SlotSettings, Tuning
+from hashbay.agent.modules.slot_services import PowerBudget, Services, SlotSettings, Tuning
+from hashbay.agent.modules.slots import SlotController
 from hashbay.agent.modules.sweep import SensorSweep
 from hashbay.agent.power.controls import ControlStore
 from hashbay.agent.power.governor import Governor

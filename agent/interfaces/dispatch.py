@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from hashbay.agent.interfaces.commands import Command, CommandError
-from hashbay.agent.modules.slots import CommandRefused, SlotController
+from hashbay.agent.modules.slot_services import CommandRefused
+from hashbay.agent.modules.slots import SlotController
 from hashbay.agent.power.controls import ControlStore
 
 # Command name -> the control changes it makes (values taken from the command's args).

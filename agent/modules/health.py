@@ -17,218 +17,27 @@ import itertools
 import math
 import operator
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from hashbay.agent.core.status import (
-    ChipSample,
     Health,
     HealthLevel,
     ModuleSample,
     Prediction,
     Reason,
 )
+from hashbay.agent.modules.health_board import BoardConditions
+from hashbay.agent.modules.health_counts import ChipCounters, Snapshot
 from hashbay.agent.modules.health_settings import HealthSettings
-
-"""A chip erring on this share of its nonces has failed: shared with the predictor."""
-
-FAULT_PENALTY = 100.0
-"""A fault condition takes the whole score: the module must come out whatever else holds."""
+from hashbay.agent.modules.health_words import (
+    CHIPS_LISTED,
+    FAULT_PENALTY,
+    chip_list,
+    duration,
+    hashrate_words,
+    pct,
+)
 
 WORST_CHIPS_SHOWN = 5
-CHIPS_LISTED = 8
-
-
-@dataclass(frozen=True, slots=True)
-class _Counts:
-    """The four per-chip counters of one sample, as lists indexed by chip."""
-
-    nonces: list[int]
-    errors: list[int]
-    timeouts: list[int]
-    work: list[float]
-
-    @classmethod
-    def of(cls, chips: Sequence[ChipSample]) -> _Counts:
-        return cls(
-            [c.nonces for c in chips],
-            [c.hw_errors for c in chips],
-            [c.timeouts for c in chips],
-            [c.work for c in chips],
-        )
-
-    @classmethod
-    def zeros(cls, chip_count: int) -> _Counts:
-        return cls([0] * chip_count, [0] * chip_count, [0] * chip_count, [0.0] * chip_count)
-
-    def went_down(self, before: _Counts) -> bool:
-        lt = operator.lt
-        return (
-            any(map(lt, self.nonces, before.nonces))
-            or any(map(lt, self.errors, before.errors))
-            or any(map(lt, self.timeouts, before.timeouts))
-            or any(map(lt, self.work, before.work))
-        )
-
-    def chip_went_down(self, chip: int, before: _Counts) -> bool:
-        return (
-            self.nonces[chip] < before.nonces[chip]
-            or self.errors[chip] < before.errors[chip]
-            or self.timeouts[chip] < before.timeouts[chip]
-            or self.work[chip] < before.work[chip]
-        )
-
-    def completed(self, before: _Counts, chip_count: int) -> _Counts:
-        """These counters for exactly `chip_count` chips: absent ones keep `before`."""
-        have = len(self.nonces)
-        return _Counts(
-            (self.nonces + before.nonces[have:])[:chip_count],
-            (self.errors + before.errors[have:])[:chip_count],
-            (self.timeouts + before.timeouts[have:])[:chip_count],
-            (self.work + before.work[have:])[:chip_count],
-        )
-
-    def plus(self, other: _Counts) -> _Counts:
-        add = operator.add
-        return _Counts(
-            list(map(add, self.nonces, other.nonces)),
-            list(map(add, self.errors, other.errors)),
-            list(map(add, self.timeouts, other.timeouts)),
-            list(map(add, self.work, other.work)),
-        )
-
-
-class ChipCounters:
-    """Per-chip totals that only grow, across re-enumerations of the chain.
-
-    The driver's counters restart at zero when the chain is enumerated again. A counter
-    that goes down is taken as such a restart and what was counted before is carried as
-    an offset, so windows and trends that span the restart stay right. A sample with fewer
-    chips than expected leaves the absent chips' totals where they were.
-    """
-
-    __slots__ = ("_last", "_offsets", "_totals", "chip_count", "resets")
-
-    def __init__(self, chip_count: int) -> None:
-        if chip_count < 1:
-            raise ValueError(f"chip_count {chip_count} must be at least 1")
-        self.chip_count = chip_count
-        self.resets = 0
-        self._totals = _Counts.zeros(chip_count)
-        self._last: _Counts | None = None
-        self._offsets: _Counts | None = None
-
-    @property
-    def nonces(self) -> list[int]:
-        return self._totals.nonces
-
-    @property
-    def errors(self) -> list[int]:
-        return self._totals.errors
-
-    @property
-    def timeouts(self) -> list[int]:
-        return self._totals.timeouts
-
-    @property
-    def work(self) -> list[float]:
-        return self._totals.work
-
-    def absorb(self, chips: Sequence[ChipSample]) -> None:
-        """Take one sample's cumulative counters. The lists are replaced, never mutated,
-        so a caller may keep references to earlier ones as snapshots."""
-        raw = _Counts.of(chips)
-        last = self._last
-        if len(chips) != self.chip_count:
-            raw = raw.completed(last or _Counts.zeros(self.chip_count), self.chip_count)
-        if last is not None and raw.went_down(last):
-            self._carry_offsets(raw, last)
-        self._last = raw
-        self._totals = raw if self._offsets is None else raw.plus(self._offsets)
-
-    def _carry_offsets(self, raw: _Counts, last: _Counts) -> None:
-        self.resets += 1
-        if self._offsets is None:
-            self._offsets = _Counts.zeros(self.chip_count)
-        offsets = self._offsets
-        for chip in range(self.chip_count):
-            if raw.chip_went_down(chip, last):
-                offsets.nonces[chip] += last.nonces[chip]
-                offsets.errors[chip] += last.errors[chip]
-                offsets.timeouts[chip] += last.timeouts[chip]
-                offsets.work[chip] += last.work[chip]
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """Totals at one moment: the window's far end is the oldest snapshot kept."""
-
-    at_s: float  # hashing time: how long the module had hashed by then
-    nonces: list[int]
-    errors: list[int]
-    timeouts: list[int]
-    reported: int
-    work: float
-    expected_work: float
-
-
-class _SensorWatch:
-    """What one temperature sensor has been saying, to tell lost and stuck ones apart."""
-
-    __slots__ = (
-        "others_then_c",
-        "power_moved_s",
-        "power_then_w",
-        "since_s",
-        "unreadable_since_s",
-        "value_c",
-    )
-
-    def __init__(self, now_s: float) -> None:
-        self.value_c: float | None = None
-        self.since_s = now_s
-        self.power_then_w: float | None = None
-        self.others_then_c: float | None = None
-        self.power_moved_s: float | None = None
-        self.unreadable_since_s: float | None = now_s
-
-    def see(
-        self,
-        reading_c: float | None,
-        now_s: float,
-        power_w: float | None,
-        others_c: float | None,
-        power_change: float,
-    ) -> None:
-        if reading_c is None:
-            if self.unreadable_since_s is None:
-                self.unreadable_since_s = now_s
-            return
-        self.unreadable_since_s = None
-        if reading_c != self.value_c:
-            self.value_c = reading_c
-            self.since_s = now_s
-            self.power_then_w = power_w
-            self.others_then_c = others_c
-            self.power_moved_s = None
-        elif (
-            self.power_moved_s is None
-            and power_w is not None
-            and self.power_then_w
-            and abs(power_w - self.power_then_w) >= power_change * self.power_then_w
-        ):
-            self.power_moved_s = now_s
-
-    def stuck(self, now_s: float, others_c: float | None, settings: HealthSettings) -> bool:
-        if self.unreadable_since_s is not None or now_s - self.since_s < settings.stuck_after_s:
-            return False
-        if self.power_moved_s is not None and now_s - self.power_moved_s >= settings.stuck_settle_s:
-            return True
-        return (
-            others_c is not None
-            and self.others_then_c is not None
-            and abs(others_c - self.others_then_c) >= settings.stuck_others_moved_c
-        )
 
 
 class HealthModel:
@@ -247,26 +56,25 @@ class HealthModel:
     ) -> None:
         self.settings = settings
         self.chip_count = chip_count
-        self.board_v_target = board_v_target
+        self._board = BoardConditions(settings, board_v_target)
         self._counters = ChipCounters(chip_count)
-        self._snapshots: deque[_Snapshot] = deque()
+        self._snapshots: deque[Snapshot] = deque()
         self._slice_s = settings.window_s / settings.window_slices
         self._expected_work = 0.0
         self._hashing_s = 0.0
         self._last_at_s: float | None = None
         self._last_expected_hs = 0.0
         self._answered_timeouts = [0] * chip_count  # each chip's timeouts when it last answered
-        self._sensors: list[_SensorWatch] = []
-        self._blind_since_s: float | None = None
-        self._rail_v: deque[float] = deque(maxlen=5)
-        self._rail_unreadable_since_s: float | None = None
         self._level = HealthLevel.OK
 
     def set_board_v_target(self, board_v: float | None) -> None:
         """The rail voltage the agent now asks for: the autotuner moves it, and the rail
         is judged against what was asked, not against a fixed nominal."""
-        self.board_v_target = board_v
-        self._rail_v.clear()
+        self._board.set_board_v_target(board_v)
+
+    @property
+    def board_v_target(self) -> float | None:
+        return self._board.board_v_target
 
     def update(self, sample: ModuleSample, prediction: Prediction | None = None) -> Health:
         """Score one poll; `prediction` (the predictor's word on this module) counts too."""
@@ -290,7 +98,7 @@ class HealthModel:
         snapshots = self._snapshots
         if not snapshots or now - snapshots[-1].at_s >= self._slice_s:
             snapshots.append(
-                _Snapshot(
+                Snapshot(
                     now, nonces, errors, counters.timeouts, reported, work, self._expected_work
                 )
             )
@@ -317,8 +125,7 @@ class HealthModel:
         missing = self._missing_chips(sample, counters.timeouts, nonces, errors, reported)
         self._judge_missing(missing, reasons, faults)
         self._judge_timeouts(counters.timeouts, base, missing, span_s, reasons)
-        self._judge_temperatures(sample, reasons, faults)
-        self._judge_rail(sample, reasons, faults)
+        self._board.judge(sample, reasons, faults)
         self._judge_prediction(prediction, reasons)
         self._judge_bus(sample, reasons)
         if sample.fans_stalled > 0:
@@ -379,8 +186,8 @@ class HealthModel:
         reasons.append(
             Reason(
                 "hashrate_low",
-                f"hashrate {_hs(hashrate_hs)} is {_pct(deficit)} below expected "
-                f"{_hs(expected_hs)} over the last {_duration(span_s)}",
+                f"hashrate {hashrate_words(hashrate_hs)} is {pct(deficit)} below expected "
+                f"{hashrate_words(expected_hs)} over the last {duration(span_s)}",
                 penalty,
             )
         )
@@ -398,7 +205,7 @@ class HealthModel:
         reasons.append(
             Reason(
                 "hw_errors",
-                f"{_pct(rate)} of the module's {reported} nonces failed verification "
+                f"{pct(rate)} of the module's {reported} nonces failed verification "
                 f"({errors} hardware errors)",
                 penalty,
             )
@@ -408,7 +215,7 @@ class HealthModel:
         self,
         d_errors: list[int],
         nonces: list[int],
-        base: _Snapshot,
+        base: Snapshot,
         span_s: float,
         *,
         reasons: list[Reason],
@@ -431,8 +238,8 @@ class HealthModel:
             faults.append(
                 Reason(
                     "chip_failed",
-                    f"chip {chip} errs on {_pct(rate)} of its {n} nonces over the last "
-                    f"{_duration(span_s)} (fault at {_pct(s.chip_fault_error_rate)}){more}",
+                    f"chip {chip} errs on {pct(rate)} of its {n} nonces over the last "
+                    f"{duration(span_s)} (fault at {pct(s.chip_fault_error_rate)}){more}",
                     FAULT_PENALTY,
                 )
             )
@@ -443,14 +250,14 @@ class HealthModel:
                 for rate, _, _ in erring
             )
             listed = ", ".join(
-                f"{chip} ({_pct(rate)} of {n})" for rate, chip, n in erring[:CHIPS_LISTED]
+                f"{chip} ({pct(rate)} of {n})" for rate, chip, n in erring[:CHIPS_LISTED]
             )
             extra = "…" if len(erring) > CHIPS_LISTED else ""
             reasons.append(
                 Reason(
                     "chip_errors",
                     f"{len(erring)} chip{'s' if len(erring) > 1 else ''} err on "
-                    f"≥{_pct(s.chip_error_warn)} of their nonces: {listed}{extra}",
+                    f"≥{pct(s.chip_error_warn)} of their nonces: {listed}{extra}",
                     min(s.chip_error_penalty_max, penalty),
                 )
             )
@@ -502,13 +309,13 @@ class HealthModel:
             return
         s = self.settings
         share = len(missing) / self.chip_count
-        listed = _chip_list(missing)
+        listed = chip_list(missing)
         text = f"{len(missing)} of {self.chip_count} chips not answering: {listed}"
         if share >= s.missing_fault_share:
             faults.append(
                 Reason(
                     "chips_lost",
-                    f"{text} (fault at {_pct(s.missing_fault_share)} of the chain)",
+                    f"{text} (fault at {pct(s.missing_fault_share)} of the chain)",
                     FAULT_PENALTY,
                 )
             )
@@ -519,7 +326,7 @@ class HealthModel:
     def _judge_timeouts(
         self,
         timeouts: list[int],
-        base: _Snapshot,
+        base: Snapshot,
         missing: set[int],
         span_s: float,
         reasons: list[Reason],
@@ -540,7 +347,7 @@ class HealthModel:
             Reason(
                 "chip_timeouts",
                 f"{len(flaky)} chip{'s' if len(flaky) > 1 else ''} missed polls but still "
-                f"hash: {_chip_list(flaky)} (up to {worst} timeouts in {_duration(span_s)})",
+                f"hash: {chip_list(flaky)} (up to {worst} timeouts in {duration(span_s)})",
                 min(s.chip_timeout_penalty_max, s.chip_timeout_penalty_each * len(flaky)),
             )
         )
@@ -558,7 +365,7 @@ class HealthModel:
         steps = prediction.steps
         if steps:
             listed = ", ".join(
-                f"{st.chip} ({_pct(st.rate_before)} → {_pct(st.rate_after)})"
+                f"{st.chip} ({pct(st.rate_before)} → {pct(st.rate_after)})"
                 for st in steps[:CHIPS_LISTED]
             )
             extra = "…" if len(steps) > CHIPS_LISTED else ""
@@ -572,139 +379,6 @@ class HealthModel:
                 )
             )
 
-    # -- heat and power ------------------------------------------------------------------
-
-    def _judge_temperatures(
-        self, sample: ModuleSample, reasons: list[Reason], faults: list[Reason]
-    ) -> None:
-        s = self.settings
-        now = sample.at_s
-        temps = sample.temps_c
-        while len(self._sensors) < len(temps):
-            self._sensors.append(_SensorWatch(now))
-        power_w = (
-            sample.board_v * sample.board_a
-            if sample.board_v is not None and sample.board_a is not None
-            else None
-        )
-        readable = [t for t in temps if t is not None]
-        total_c, count = sum(readable), len(readable)
-        usable: list[tuple[float, int]] = []
-        for index, (watch, reading) in enumerate(zip(self._sensors, temps, strict=False)):
-            others = _others_mean(total_c, count, reading)
-            watch.see(reading, now, power_w, others, s.stuck_power_change)
-            if reading is None:
-                lost_s = now - (watch.unreadable_since_s or now)
-                if lost_s >= s.sensor_lost_after_s:
-                    reasons.append(
-                        Reason(
-                            "sensor_unreadable",
-                            f"temperature sensor {index} unreadable for {_duration(lost_s)}",
-                            s.sensor_penalty,
-                        )
-                    )
-            elif watch.stuck(now, others, s):
-                reasons.append(
-                    Reason(
-                        "sensor_stuck",
-                        f"temperature sensor {index} has read exactly {reading:.2f} °C for "
-                        f"{_duration(now - watch.since_s)} while the board's power or its "
-                        "other sensors moved",
-                        s.sensor_penalty,
-                    )
-                )
-            else:
-                usable.append((reading, index))
-        if temps:
-            self._judge_blind(bool(usable), now, faults)
-        if usable:
-            hottest_c, sensor = max(usable)
-            if hottest_c >= s.temp_fault_c:
-                faults.append(
-                    Reason(
-                        "overheat",
-                        f"board at {hottest_c:.1f} °C (sensor {sensor}), fault at "
-                        f"{s.temp_fault_c:g} °C",
-                        FAULT_PENALTY,
-                    )
-                )
-            elif hottest_c > s.temp_warn_c:
-                reasons.append(
-                    Reason(
-                        "temp_high",
-                        f"board at {hottest_c:.1f} °C (sensor {sensor}), warning above "
-                        f"{s.temp_warn_c:g} °C, fault at {s.temp_fault_c:g} °C",
-                        min(s.temp_penalty_max, s.temp_penalty_per_c * (hottest_c - s.temp_warn_c)),
-                    )
-                )
-        dcdc_c = sample.dcdc_temp_c
-        if dcdc_c is not None and dcdc_c > s.dcdc_warn_c:
-            reasons.append(
-                Reason(
-                    "dcdc_hot",
-                    f"DC-DC converter at {dcdc_c:.1f} °C, warning above {s.dcdc_warn_c:g} °C",
-                    min(s.dcdc_penalty_max, s.dcdc_penalty_per_c * (dcdc_c - s.dcdc_warn_c)),
-                )
-            )
-
-    def _judge_blind(self, any_usable: bool, now: float, faults: list[Reason]) -> None:
-        if any_usable:
-            self._blind_since_s = None
-            return
-        if self._blind_since_s is None:
-            self._blind_since_s = now
-        blind_s = now - self._blind_since_s
-        if blind_s >= self.settings.blind_fault_after_s:
-            faults.append(
-                Reason(
-                    "temps_unknown",
-                    f"no usable temperature sensor for {_duration(blind_s)}: overheating "
-                    "would go unseen",
-                    FAULT_PENALTY,
-                )
-            )
-
-    def _judge_rail(
-        self, sample: ModuleSample, reasons: list[Reason], faults: list[Reason]
-    ) -> None:
-        s = self.settings
-        if sample.rail_fault:
-            faults.append(
-                Reason(
-                    "rail_fault", f"power rail fault latched: {sample.rail_fault}", FAULT_PENALTY
-                )
-            )
-        if sample.board_v is None:
-            if self._rail_unreadable_since_s is None:
-                self._rail_unreadable_since_s = sample.at_s
-            lost_s = sample.at_s - self._rail_unreadable_since_s
-            if lost_s >= s.rail_unreadable_after_s:
-                reasons.append(
-                    Reason(
-                        "rail_unreadable",
-                        f"rail voltage unreadable for {_duration(lost_s)}",
-                        s.rail_unreadable_penalty,
-                    )
-                )
-            return
-        self._rail_unreadable_since_s = None
-        self._rail_v.append(sample.board_v)
-        target = self.board_v_target
-        if not target or sample.rail_fault:
-            return
-        board_v = sorted(self._rail_v)[len(self._rail_v) // 2]  # one odd reading is noise
-        off = (board_v - target) / target
-        excess = abs(off) - s.rail_tolerance
-        if excess > 0:
-            side = "above" if off > 0 else "below"
-            reasons.append(
-                Reason(
-                    "rail_voltage",
-                    f"rail at {board_v:.2f} V is {_pct(abs(off))} {side} its {target:.2f} V target",
-                    min(s.rail_penalty_max, s.rail_penalty_per_pct * excess * 100),
-                )
-            )
-
     def _judge_bus(self, sample: ModuleSample, reasons: list[Reason]) -> None:
         """Noisy bus devices (judged by agent/hardware/bus_health.py) cost points, each named."""
         s = self.settings
@@ -712,38 +386,3 @@ class HealthModel:
             spent = n * s.bus_penalty_each
             penalty = min(s.bus_penalty_each, max(0.0, s.bus_penalty_max - spent))
             reasons.append(Reason("bus_noise", f"noisy bus device: {text}", penalty))
-
-
-def _others_mean(total_c: float, count: int, reading: float | None) -> float | None:
-    if reading is None:
-        return total_c / count if count else None
-    return (total_c - reading) / (count - 1) if count > 1 else None
-
-
-def _hs(hashrate_hs: float) -> str:
-    for scale, unit in ((1e15, "PH/s"), (1e12, "TH/s"), (1e9, "GH/s"), (1e6, "MH/s")):
-        if hashrate_hs >= scale:
-            return f"{hashrate_hs / scale:.1f} {unit}"
-    return f"{hashrate_hs:.0f} H/s"
-
-
-def _pct(share: float) -> str:
-    """A share in words: two significant digits, so 0.0012 reads 0.12 %, not 0 %."""
-    percent = share * 100
-    if percent == 0 or percent >= 10:
-        return f"{percent:.0f} %"
-    return f"{percent:.2g} %"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _chip_list(chips: set[int] | list[int]) -> str:
-    ordered = sorted(chips)
-    shown = ", ".join(str(chip) for chip in ordered[:CHIPS_LISTED])
-    return shown + ("…" if len(ordered) > CHIPS_LISTED else "")

@@ -11,6 +11,7 @@ from hashbay.agent.core.settings import setting
 from hashbay.drivers.errors import ConfigError
 
 CHIP_FAULT_ERROR_RATE = 0.30
+"""A chip erring on this share of its nonces has failed: shared with the predictor."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,7 +46,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from hashbay.agent.core.status import ErrorStep, ModuleSample, Prediction
-from hashbay.agent.modules.health import ChipCounters
+from hashbay.agent.modules.health_counts import ChipCounters
 from hashbay.agent.modules.predict_fit import (
     Point,
     Trend,
