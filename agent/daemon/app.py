@@ -124,7 +124,7 @@ class Agent:
             work = pool_work
         self.work: WorkSource = work or LocalWork()
         self.power = PowerService(
-            Governor(config.power, config.economics),
+            Governor(config.power, config.economics, self.rig.envelope),
             self.controls,
             self.state,
             self.controllers,

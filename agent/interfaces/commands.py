@@ -5,8 +5,9 @@ untrusted: size-limited, strict UTF-8 JSON, one object, a known command, exactly
 command's keys, each of the right type and range. Anything else is refused with a
 message that says what was wrong and what is allowed; a refused command has no effect.
 
-A command is one row in `COMMANDS`; a new command is a new row, with no change to the
-parser.
+A command is one row in `COMMANDS`: its name, its arguments with their rules (shared
+with the operator controls, `core/rules.py`) and its handler; a new command is a new row,
+with no change to the parser or the dispatcher.
 
 Wire form: a flat JSON object, e.g. `{"command": "locate", "slot": 1, "mode": "blink"}`.
 """
@@ -20,8 +21,20 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from hashbay.agent.core.quoting import clip, quote
+from hashbay.agent.core.rules import (
+    CURTAIL_MODE,
+    ELECTRICITY_PRICE,
+    FAN_DUTY,
+    FLAG,
+    HASHPRICE,
+    LOCATE_MODE,
+    POWER_TARGET_W,
+    QUIET_MODE,
+    SLOT,
+    Arg,
+)
+from hashbay.agent.core.status import SlotState
 from hashbay.drivers.errors import HashbayError
-from hashbay.drivers.numbers import finite_in
 
 MAX_PAYLOAD_BYTES = 4096
 NAME_KEY = "command"
@@ -45,55 +58,32 @@ CommandHandler = Callable[[Command], Awaitable[dict[str, Any]]]
 (e.g. "slot 2 is empty"). Should return promptly: long work reports back through events."""
 
 
-class Arg(Protocol):
-    """One argument's rule: what it accepts, in words for the error message."""
+class SlotCommands(Protocol):
+    """What a slot's controller offers commands."""
 
-    def describe(self, slots: int) -> str: ...
+    index: int
 
-    def accepts(self, value: Any, slots: int) -> bool: ...
+    async def prepare_swap(self) -> SlotState: ...
 
+    async def cancel_swap(self) -> SlotState: ...
 
-@dataclass(frozen=True)
-class Slot:
-    def describe(self, slots: int) -> str:
-        return f"an integer slot number from 0 to {slots - 1}"
+    async def reset(self) -> SlotState: ...
 
-    def accepts(self, value: Any, slots: int) -> bool:
-        return type(value) is int and 0 <= value < slots  # bool is an int: excluded
+    def locate(self, mode: str) -> None: ...
 
-
-@dataclass(frozen=True)
-class Choice:
-    values: tuple[str, ...]
-
-    def describe(self, slots: int) -> str:
-        return "one of " + ", ".join(json.dumps(v) for v in self.values)
-
-    def accepts(self, value: Any, slots: int) -> bool:
-        return isinstance(value, str) and value in self.values
+    def start_tuning(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class Number:
-    min: float
-    max: float
-    unit: str = ""
+class CommandTarget(Protocol):
+    """The agent as commands see it: its slots, and the operator controls."""
 
-    def describe(self, slots: int) -> str:
-        unit = f" {self.unit}" if self.unit else ""
-        return f"a number from {self.min:g} to {self.max:g}{unit}"
+    def slot(self, index: int) -> SlotCommands: ...
 
-    def accepts(self, value: Any, slots: int) -> bool:
-        return finite_in(value, self.min, self.max) is not None
+    async def change_controls(self, **changes: Any) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class Flag:
-    def describe(self, slots: int) -> str:
-        return "true or false"
-
-    def accepts(self, value: Any, slots: int) -> bool:
-        return isinstance(value, bool)
+Handler = Callable[[CommandTarget, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+"""Carries out one command, its arguments already checked against its spec."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +91,45 @@ class CommandSpec:
     name: str
     doc: str
     args: Mapping[str, Arg] = field(default_factory=dict, hash=False)
+    handler: Handler | None = field(default=None, hash=False, compare=False)
 
 
-SLOT = Slot()
+async def _prepare_swap(agent: CommandTarget, args: Mapping[str, Any]) -> dict[str, Any]:
+    slot = agent.slot(args["slot"])
+    return {"slot": slot.index, "state": (await slot.prepare_swap()).value}
+
+
+async def _cancel_swap(agent: CommandTarget, args: Mapping[str, Any]) -> dict[str, Any]:
+    slot = agent.slot(args["slot"])
+    return {"slot": slot.index, "state": (await slot.cancel_swap()).value}
+
+
+async def _reset_slot(agent: CommandTarget, args: Mapping[str, Any]) -> dict[str, Any]:
+    slot = agent.slot(args["slot"])
+    return {"slot": slot.index, "state": (await slot.reset()).value}
+
+
+async def _locate(agent: CommandTarget, args: Mapping[str, Any]) -> dict[str, Any]:
+    slot = agent.slot(args["slot"])
+    slot.locate(str(args["mode"]))
+    return {"slot": slot.index, "locate": args["mode"]}
+
+
+async def _tune(agent: CommandTarget, args: Mapping[str, Any]) -> dict[str, Any]:
+    slot = agent.slot(args["slot"])
+    return {"slot": slot.index, "tuning": slot.start_tuning()}
+
+
+def _controls(**changes: str | None) -> Handler:
+    """A command that changes operator controls: each control key takes the named
+    argument's value (None: the control is cleared, back to the configuration)."""
+
+    async def change(agent: CommandTarget, args: Mapping[str, Any]) -> dict[str, Any]:
+        values = {key: None if arg is None else args[arg] for key, arg in changes.items()}
+        return await agent.change_controls(**values)
+
+    return change
+
 
 COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
     {
@@ -114,70 +140,94 @@ COMMANDS: Mapping[str, CommandSpec] = MappingProxyType(
                 "Drain the module in the slot and power it off so it can be pulled; a "
                 "safe_to_remove event follows.",
                 {"slot": SLOT},
+                _prepare_swap,
             ),
             CommandSpec(
                 "cancel_swap",
                 "Return a module prepared for removal to hashing.",
                 {"slot": SLOT},
+                _cancel_swap,
             ),
             CommandSpec(
                 "locate",
                 "Set the slot's locate LED so a technician finds the right module.",
-                {"slot": SLOT, "mode": Choice(("on", "off", "blink"))},
+                {"slot": SLOT, "mode": LOCATE_MODE},
+                _locate,
             ),
             CommandSpec(
                 "power_target",
                 "Hold the whole miner at this input power (measured at the PSU); boards "
                 "ramp to it through the safety envelope.",
-                {"watts": Number(min=100, max=100_000, unit="W")},
+                {"watts": POWER_TARGET_W},
+                _controls(power_target_w="watts"),
             ),
             CommandSpec(
-                "power_target_clear", "Drop the power target: boards run at their best.", {}
+                "power_target_clear",
+                "Drop the power target: boards run at their best.",
+                {},
+                _controls(power_target_w=None),
             ),
             CommandSpec(
                 "quiet",
                 "Quiet mode: cap the fans' noise (on), ignore the cap (off), or follow the "
                 "configured schedule.",
-                {"mode": Choice(("on", "off", "schedule"))},
+                {"mode": QUIET_MODE},
+                _controls(quiet="mode"),
             ),
             CommandSpec(
                 "fan_override",
                 "Run every fan at this duty (0..1, clamped to the limits); overheating still "
                 "forces them up.",
-                {"duty": Number(min=0, max=1)},
+                {"duty": FAN_DUTY},
+                _controls(fan_override="duty"),
             ),
-            CommandSpec("fan_auto", "Return the fans to temperature control.", {}),
+            CommandSpec(
+                "fan_auto",
+                "Return the fans to temperature control.",
+                {},
+                _controls(fan_override=None),
+            ),
             CommandSpec(
                 "curtail",
                 "Demand response: power the boards down (sleep) or hold them at minimum power "
                 "(min). Survives a restart until resumed.",
-                {"mode": Choice(("sleep", "min"))},
+                {"mode": CURTAIL_MODE},
+                _controls(curtail="mode"),
             ),
-            CommandSpec("resume", "End curtailment: boards ramp back to full power.", {}),
+            CommandSpec(
+                "resume",
+                "End curtailment: boards ramp back to full power.",
+                {},
+                _controls(curtail=None),
+            ),
             CommandSpec(
                 "tune",
                 "Autotune the module in the slot (per-chip clocks at each voltage); the result "
                 "is stored under its serial.",
                 {"slot": SLOT},
+                _tune,
             ),
             CommandSpec(
                 "reset_slot",
                 "Clear the slot's fault and restart count and bring its module up again.",
                 {"slot": SLOT},
+                _reset_slot,
             ),
             CommandSpec(
                 "prices",
                 "Set the electricity price and the hashprice for profitability mode.",
-                {
-                    "electricity_per_kwh": Number(min=0, max=100, unit="per kWh"),
-                    "hashprice_per_th_day": Number(min=0, max=100, unit="per TH/s per day"),
-                },
+                {"electricity_per_kwh": ELECTRICITY_PRICE, "hashprice_per_th_day": HASHPRICE},
+                _controls(
+                    electricity_per_kwh="electricity_per_kwh",
+                    hashprice_per_th_day="hashprice_per_th_day",
+                ),
             ),
             CommandSpec(
                 "profit",
                 "Profitability mode: run at the power point that earns most, or stop when "
                 "nothing earns.",
-                {"on": Flag()},
+                {"on": FLAG},
+                _controls(profit="on"),
             ),
         )
     }

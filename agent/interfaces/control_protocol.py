@@ -35,7 +35,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-from hashbay.agent.interfaces.commands import SLOT, Arg
+from hashbay.agent.core.rules import SLOT, Arg
 from hashbay.drivers.errors import ProtocolError
 
 PROTOCOL_VERSION = 1

@@ -20,12 +20,21 @@ from typing import Any
 import structlog
 
 from hashbay.agent.core.files import read_limited, write_atomically
-from hashbay.drivers.numbers import finite_in
+from hashbay.agent.core.rules import (
+    CURTAIL_MODE,
+    ELECTRICITY_PRICE,
+    FAN_DUTY,
+    FLAG,
+    HASHPRICE,
+    POWER_TARGET_W,
+    QUIET_MODE,
+    Arg,
+)
 
 log = structlog.get_logger("hashbay.controls")
 
-QUIET_MODES = ("on", "off", "schedule")
-CURTAIL_MODES = ("sleep", "min")
+QUIET_MODES = QUIET_MODE.values
+CURTAIL_MODES = CURTAIL_MODE.values
 SCHEMA = 1
 MAX_FILE_BYTES = 4096  # a few keys; anything bigger is not ours
 
@@ -46,22 +55,20 @@ class Controls:
         return asdict(self)
 
 
-def _finite_in(low: float, high: float) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        return finite_in(value, low, high) is not None
-
-    return check
-
-
-_VALID: dict[str, Callable[[Any], bool]] = {
-    "power_target_w": _finite_in(0, 100_000),
-    "quiet": lambda v: v in QUIET_MODES,
-    "fan_override": _finite_in(0, 1),
-    "curtail": lambda v: v in CURTAIL_MODES,
-    "profit": lambda v: isinstance(v, bool),
-    "electricity_per_kwh": _finite_in(0, 100),
-    "hashprice_per_th_day": _finite_in(0, 100),
+# Each control's rule: the same as the argument of the command that sets it.
+_RULES: dict[str, Arg] = {
+    "power_target_w": POWER_TARGET_W,
+    "quiet": QUIET_MODE,
+    "fan_override": FAN_DUTY,
+    "curtail": CURTAIL_MODE,
+    "profit": FLAG,
+    "electricity_per_kwh": ELECTRICITY_PRICE,
+    "hashprice_per_th_day": HASHPRICE,
 }
+
+
+def _valid(key: str, value: Any) -> bool:
+    return _RULES[key].accepts(value, slots=0)  # no control names a slot
 
 
 class ControlStore:
@@ -93,10 +100,10 @@ class ControlStore:
 
     def _checked(self, changes: dict[str, Any]) -> Controls:
         for key, value in changes.items():
-            check = _VALID.get(key)
-            if check is None:
+            rule = _RULES.get(key)
+            if rule is None:
                 raise ValueError(f"unknown control {key!r}")
-            if value is not None and not check(value):
+            if value is not None and not rule.accepts(value, slots=0):
                 raise ValueError(f"control {key} cannot be {value!r}")
         return replace(self.current, **changes)
 
@@ -128,7 +135,7 @@ class ControlStore:
             value = raw.get(field.name)
             if value is None:
                 continue
-            if _VALID[field.name](value):
+            if _valid(field.name, value):
                 values[field.name] = (
                     float(value)
                     if isinstance(value, int) and not isinstance(value, bool)

@@ -22,6 +22,7 @@ from typing import Any
 from hashbay.agent.core.schedule import TimeWindow, parse_priced_window, parse_window
 from hashbay.agent.power.controls import Controls
 from hashbay.agent.power.power_settings import EconomicsSettings, PowerSettings
+from hashbay.drivers.envelope import SafetyEnvelope
 
 BOARD_TO_INPUT = 0.9  # board rail watts per PSU input watt: DC-DC and PSU losses together
 
@@ -76,9 +77,15 @@ def _round(value: float | None) -> float | None:
 
 
 class Governor:
-    def __init__(self, power: PowerSettings, economics: EconomicsSettings) -> None:
+    def __init__(
+        self,
+        power: PowerSettings,
+        economics: EconomicsSettings,
+        envelope: SafetyEnvelope | None = None,
+    ) -> None:
         self.power = power
         self.economics = economics
+        self._envelope = envelope  # clamps the power target (None: unclamped, unit tests)
         self._tariff = [parse_priced_window(text) for text in economics.tariff]
         self._curtail_windows: list[TimeWindow] = [
             parse_window(text) for text in economics.curtail_schedule
@@ -106,6 +113,8 @@ class Governor:
         target = (
             controls.power_target_w if controls.power_target_w is not None else self.power.target_w
         )
+        if target and self._envelope is not None:
+            target = self._envelope.power_target(target)
         return target or None
 
     # -- one step ------------------------------------------------------------------------
