@@ -11,6 +11,7 @@ own watchdog runs the fans at full speed).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -127,7 +128,8 @@ class Rig:
             finally:
                 progress.end()
 
-        return await asyncio.get_running_loop().run_in_executor(self._worker, tracked)
+        context = contextvars.copy_context()  # the caller's log context (slot, serial)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, context.run, tracked)
 
     # -- reading -----------------------------------------------------------------------
 

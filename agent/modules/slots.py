@@ -19,6 +19,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from hashbay.agent.core.events import Event, EventKind
 from hashbay.agent.core.status import SlotState
 from hashbay.agent.hardware.slot_hw import SlotHardware
@@ -141,6 +143,10 @@ class SlotController(SlotCore):
     # -- the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        # Every line logged from this slot's task (and the tasks, reader callbacks and
+        # hardware-thread calls it starts), drivers' included, carries the slot; the
+        # module's serial from when it is identified until it is pulled.
+        structlog.contextvars.bind_contextvars(slot=self.index)
         watcher = asyncio.create_task(self._watch_presence(), name=f"slot{self.index}-presence")
         try:
             while True:
@@ -153,6 +159,10 @@ class SlotController(SlotCore):
             await self._shut_down()
 
     async def _run_state(self) -> None:
+        if self.module is not None:
+            structlog.contextvars.bind_contextvars(serial=self.module.serial)
+        else:
+            structlog.contextvars.unbind_contextvars("serial")
         handler = asyncio.create_task(self._handler(self.state)())
         interrupted = asyncio.create_task(self.interrupt.wait())
         try:
