@@ -9,65 +9,24 @@ from collections import deque
 from hashbay.agent.core.status import ModuleSample, Reason
 from hashbay.agent.modules.health_settings import HealthSettings
 from hashbay.agent.modules.health_words import FAULT_PENALTY, duration, others_mean, pct
+from hashbay.agent.modules.sensor_track import PowerShare, SensorTrack
 
 
-class SensorWatch:
-    """What one temperature sensor has been saying, to tell lost and stuck ones apart."""
-
-    __slots__ = (
-        "others_then_c",
-        "power_moved_s",
-        "power_then_w",
-        "since_s",
-        "unreadable_since_s",
-        "value_c",
+def stuck(
+    track: SensorTrack, now_s: float, others_c: float | None, settings: HealthSettings
+) -> bool:
+    """Unchanged to the last bit for `stuck_after_s` while the board's power moved (and
+    `stuck_settle_s` passed) or its other sensors moved: a sensor no longer measuring."""
+    if track.unreadable_since_s is not None or now_s - track.since_s < settings.stuck_after_s:
+        return False
+    moved_s = track.power_moved_s
+    if moved_s is not None and now_s - moved_s >= settings.stuck_settle_s:
+        return True
+    return (
+        others_c is not None
+        and track.others_ref_c is not None
+        and abs(others_c - track.others_ref_c) >= settings.stuck_others_moved_c
     )
-
-    def __init__(self, now_s: float) -> None:
-        self.value_c: float | None = None
-        self.since_s = now_s
-        self.power_then_w: float | None = None
-        self.others_then_c: float | None = None
-        self.power_moved_s: float | None = None
-        self.unreadable_since_s: float | None = now_s
-
-    def see(
-        self,
-        reading_c: float | None,
-        now_s: float,
-        power_w: float | None,
-        others_c: float | None,
-        power_change: float,
-    ) -> None:
-        if reading_c is None:
-            if self.unreadable_since_s is None:
-                self.unreadable_since_s = now_s
-            return
-        self.unreadable_since_s = None
-        if reading_c != self.value_c:
-            self.value_c = reading_c
-            self.since_s = now_s
-            self.power_then_w = power_w
-            self.others_then_c = others_c
-            self.power_moved_s = None
-        elif (
-            self.power_moved_s is None
-            and power_w is not None
-            and self.power_then_w
-            and abs(power_w - self.power_then_w) >= power_change * self.power_then_w
-        ):
-            self.power_moved_s = now_s
-
-    def stuck(self, now_s: float, others_c: float | None, settings: HealthSettings) -> bool:
-        if self.unreadable_since_s is not None or now_s - self.since_s < settings.stuck_after_s:
-            return False
-        if self.power_moved_s is not None and now_s - self.power_moved_s >= settings.stuck_settle_s:
-            return True
-        return (
-            others_c is not None
-            and self.others_then_c is not None
-            and abs(others_c - self.others_then_c) >= settings.stuck_others_moved_c
-        )
 
 
 class BoardConditions:
@@ -76,7 +35,7 @@ class BoardConditions:
     def __init__(self, settings: HealthSettings, board_v_target: float | None) -> None:
         self.settings = settings
         self.board_v_target = board_v_target
-        self._sensors: list[SensorWatch] = []
+        self._sensors: list[SensorTrack] = []
         self._blind_since_s: float | None = None
         self._rail_v: deque[float] = deque(maxlen=5)
         self._rail_unreadable_since_s: float | None = None
@@ -96,7 +55,7 @@ class BoardConditions:
         now = sample.at_s
         temps = sample.temps_c
         while len(self._sensors) < len(temps):
-            self._sensors.append(SensorWatch(now))
+            self._sensors.append(SensorTrack(now))
         power_w = (
             sample.board_v * sample.board_a
             if sample.board_v is not None and sample.board_a is not None
@@ -107,7 +66,7 @@ class BoardConditions:
         usable: list[tuple[float, int]] = []
         for index, (watch, reading) in enumerate(zip(self._sensors, temps, strict=False)):
             others = others_mean(total_c, count, reading)
-            watch.see(reading, now, power_w, others, s.stuck_power_change)
+            watch.see(reading, now, power_w, PowerShare(s.stuck_power_change), others)
             if reading is None:
                 lost_s = now - (watch.unreadable_since_s or now)
                 if lost_s >= s.sensor_lost_after_s:
@@ -118,7 +77,7 @@ class BoardConditions:
                             s.sensor_penalty,
                         )
                     )
-            elif watch.stuck(now, others, s):
+            elif stuck(watch, now, others, s):
                 reasons.append(
                     Reason(
                         "sensor_stuck",

@@ -55,6 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hashbay.agent.modules.protection_settings import ProtectionSettings
+from hashbay.agent.modules.sensor_track import PowerWatts, SensorTrack
 
 
 class Tier(enum.StrEnum):
@@ -83,48 +84,6 @@ class Verdict:
     unreadable: tuple[int, ...] = ()  # sensors past the unreadable debounce (their own alarm)
 
 
-class _Sensor:
-    """One sensor's recent story: when it last read, when its value last moved."""
-
-    __slots__ = (
-        "failed_reads",
-        "moved_s",
-        "power_ref_w",
-        "since_s",
-        "unreadable_since_s",
-        "value_c",
-    )
-
-    def __init__(self, now_s: float) -> None:
-        self.value_c: float | None = None
-        self.since_s = now_s
-        self.power_ref_w: float | None = None
-        self.moved_s: float | None = None  # when power moved while the value did not
-        self.unreadable_since_s: float | None = now_s
-        self.failed_reads = 0  # in a row, since the last good one
-
-    def see(
-        self, reading_c: float | None, now_s: float, power_w: float | None, change_w: float
-    ) -> None:
-        if reading_c is None:
-            if self.unreadable_since_s is None:
-                self.unreadable_since_s = now_s
-            self.failed_reads += 1
-            return
-        self.unreadable_since_s = None
-        self.failed_reads = 0
-        if reading_c != self.value_c:
-            self.value_c, self.since_s = reading_c, now_s
-            self.power_ref_w, self.moved_s = power_w, None
-            return
-        if power_w is None or self.moved_s is not None:
-            return
-        if self.power_ref_w is None:
-            self.power_ref_w = power_w
-        elif abs(power_w - self.power_ref_w) >= change_w:
-            self.moved_s = now_s
-
-
 class BoardGuard:
     """Protection of one board; `assess` on every temperature read while it is powered."""
 
@@ -134,7 +93,7 @@ class BoardGuard:
 
     def reset(self) -> None:
         """Forget everything: the board was (re)started."""
-        self._sensors: list[_Sensor] = []
+        self._sensors: list[SensorTrack] = []
         self._started_s: float | None = None
         self._scale = 1.0
         self._last_step_s = -math.inf
@@ -190,13 +149,13 @@ class BoardGuard:
         and which sensors are past the unreadable debounce."""
         s = self.settings
         while len(self._sensors) < len(temps_c):
-            self._sensors.append(_Sensor(now_s))
+            self._sensors.append(SensorTrack(now_s))
         hottest_c: float | None = None
         unreadable: list[int] = []
         for index, (sensor, raw) in enumerate(zip(self._sensors, temps_c, strict=False)):
             # A value that is not a temperature is as good as unreadable.
             reading = raw if raw is not None and math.isfinite(raw) else None
-            sensor.see(reading, now_s, power_w, s.stuck_power_change_w)
+            sensor.see(reading, now_s, power_w, PowerWatts(s.stuck_power_change_w))
             lost_since = sensor.unreadable_since_s
             if lost_since is not None:
                 lost_s = now_s - lost_since
@@ -212,7 +171,7 @@ class BoardGuard:
                 if lost_s >= s.sensor_unreadable_s:
                     unreadable.append(index)
                 continue
-            moved_s = sensor.moved_s
+            moved_s = sensor.power_moved_s
             if moved_s is not None and now_s - moved_s >= s.sensor_stuck_s:
                 return (
                     hottest_c,
