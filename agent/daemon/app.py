@@ -120,7 +120,6 @@ class Agent:
                 alarms=self.alarms,
             )
             pool_work.on_fresh = self._fresh_work
-            pool_work.on_availability = lambda available: self.power.wake()
             work = pool_work
         self.work: WorkSource = work or LocalWork()
         self.power = PowerService(
@@ -133,6 +132,8 @@ class Agent:
             quiet_scale=self.thermal.power_scale,
             work_available=lambda: self.work.available,
         )
+        if self.pools is not None:  # pools coming and going wake the governor, now it exists
+            self.pools.work.on_availability = lambda available: self.power.wake()
         self.predictions = PredictorBook(config.predict, PredictStore(Path(config.agent.state_dir)))
         services = Services(
             call=self.rig.call,

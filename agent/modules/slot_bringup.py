@@ -18,7 +18,6 @@ from hashbay.agent.modules.slot_power import SlotPower
 from hashbay.agent.modules.slot_protection import ProtectionLink
 from hashbay.agent.power.governor import Mode
 from hashbay.agent.power.operating_point import OperatingPoint
-from hashbay.agent.tuning.tune_store import Loaded
 from hashbay.drivers.bm13xx.chain import Bm13xxChain, SerialLink
 from hashbay.drivers.eeprom import BoardIdentity, IdentityError
 from hashbay.drivers.errors import HardwareError, HashbayError, SafetyViolation
@@ -82,11 +81,7 @@ class BringUp:
         this slot (a restart), it keeps its guard and restart count."""
         self._slot.log = log.bind(slot=self._slot.index, serial=identity.serial)
         tuning = self._slot.svc.tuning
-        loaded = (
-            tuning.stored(identity, self._slot.svc.envelope.board(self._slot.index))
-            if tuning is not None
-            else Loaded(None)
-        )
+        loaded = tuning.stored(identity, self._slot.svc.envelope.board(self._slot.index))
         if loaded.problem:
             self._slot.event(
                 EventKind.STATE_DROPPED,
@@ -97,10 +92,8 @@ class BringUp:
             )
         stored = loaded.stored
         planner = planner_for(identity, self._slot.svc.envelope.board(self._slot.index), loaded)
-        tune_wanted = (
-            tuning is not None
-            and tuning.settings.auto_tune
-            and (stored is None or stored.stale(tuning.settings.max_age_days))
+        tune_wanted = tuning.settings.auto_tune and (
+            stored is None or stored.stale(tuning.settings.max_age_days)
         )
         if stored is not None:
             self._slot.set_status(

@@ -24,7 +24,7 @@ class ProtectionLink:
         raise and whether it may retry: a board that cannot cut itself is not powered."""
         slot = self._slot
         settings = slot.svc.protection
-        if settings is None or not slot.hw.pins.has_alert:
+        if not slot.hw.pins.has_alert:
             return None
         over_c, release_c = settings.cutoff_c, settings.cutoff_c - settings.hysteresis_c
         try:
@@ -47,16 +47,16 @@ class ProtectionLink:
         """The module's over-temperature line cut its power in the pin callback: the state
         machine follows the hardware."""
         if self.guarded:
-            settings = self._slot.svc.protection
-            limit = settings.cutoff_c if settings else None
-            at = f" ({limit:g} °C)" if limit is not None else ""
-            self.cut(f"over temperature: the board's sensors tripped their hardware limit{at}")
+            limit = self._slot.svc.protection.cutoff_c
+            self.cut(
+                f"over temperature: the board's sensors tripped their hardware limit ({limit:g} °C)"
+            )
 
     def start(self) -> None:
         """Watch the board on the sweep from now (it is about to be powered)."""
         slot = self._slot
         settings, sweep = slot.svc.protection, slot.svc.sweep
-        if settings is None or sweep is None or self.guarded:
+        if self.guarded:
             return
         module = slot.seated()
         if module.guard is None or module.restarts is None:
@@ -72,8 +72,7 @@ class ProtectionLink:
         """Unwatched: the board is unpowered (no throttle reason may outlive it)."""
         self.guarded = False
         self._tier = Tier.OK
-        if self._slot.svc.sweep is not None:
-            self._slot.svc.sweep.unwatch(self._slot.index)
+        self._slot.svc.sweep.unwatch(self._slot.index)
 
     def cut(self, why: str) -> None:
         """The hard cut first (GPIO, no bus), then the state machine tidies up."""

@@ -144,8 +144,8 @@ class Services:
     health: Callable[[BoardIdentity], HealthTracker]
     predictions: TrendKeeper
     on_change: Callable[[], None]
+    protection: ProtectionSettings
+    sweep: SensorSweep  # reads every guarded board's sensors each period
+    tuning: Tuning
     director: Director = field(default_factory=RunFreely)
-    protection: ProtectionSettings | None = None  # None: no guard (unit tests)
-    sweep: SensorSweep | None = None  # reads every guarded board's sensors each period
     alarm_settings: AlarmSettings = field(default_factory=AlarmSettings)  # bus noise
-    tuning: Tuning | None = None  # None: no autotuning (unit tests)

@@ -29,8 +29,6 @@ class SlotTuner:
     def start(self) -> str:
         """Tune this module now (it keeps hashing); the result is stored under its serial."""
         slot = self._slot
-        if slot.svc.tuning is None:
-            raise CommandRefused("autotuning is not configured on this agent")
         if slot.state not in (SlotState.HASHING, SlotState.DEGRADED) or slot.chain is None:
             raise CommandRefused(
                 f"slot {slot.index} is {slot.state}; only a hashing module is tuned"
@@ -68,7 +66,6 @@ class SlotTuner:
         slot = self._slot
         tuning, module, chain = slot.svc.tuning, slot.seated(), slot.live_chain()
         identity = module.identity
-        assert tuning is not None
         started = time.monotonic()
         target = ChainTuneTarget(
             slot.index,
@@ -113,7 +110,6 @@ class SlotTuner:
     async def _tuned(self, module: SeatedModule, profile: BoardProfile, real_s: float) -> None:
         slot = self._slot
         tuning = slot.svc.tuning
-        assert tuning is not None
         identity = module.identity
         saved = await asyncio.to_thread(
             tuning.store.save, identity.serial, profile, board_model=identity.model
