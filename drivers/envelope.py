@@ -136,6 +136,13 @@ class SafetyEnvelope:
         _require_finite(budget_w, f"slot {slot} power budget")
         return min(max(budget_w, 0.0), cap_w)
 
+    def power_target(self, watts: float) -> float:
+        """The whole-miner input power the governor may hold: whatever a command, the
+        config or the controls file asked for, never above what the miner may draw at the
+        PSU input (limits.psu_power_max_w) and never below nothing."""
+        _require_finite(watts, "power target")
+        return min(max(watts, 0.0), self.psu_power_max_w)
+
 
 def _within(  # noqa: PLR0917 - one call shape for every limit
     what: str, value: float, low: float, high: float, unit: str, decimals: int, source: str

@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any, TextIO
 
-from hashbay.agent.control_protocol import FrameDecoder
+from hashbay.agent.interfaces.control_protocol import FrameDecoder
 
 WAIT_S = 0.5
 

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.config import Config, default_config_path
+from hashbay.agent.daemon.config import Config, default_config_path
 from hashbay.tools.sim.configs import in_process_config
 
-AGENT = [sys.executable, "-m", "hashbay.agent.main"]
+AGENT = [sys.executable, "-m", "hashbay.agent.daemon.main"]
 
 
 class Clock:

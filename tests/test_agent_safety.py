@@ -9,12 +9,12 @@ import threading
 import time
 from pathlib import Path
 
-from hashbay.agent.app import run_agent
-from hashbay.agent.buses import Buses
-from hashbay.agent.config import Config, load_config
-from hashbay.agent.rig import Rig, RigSnapshot
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.supervisor import EXIT_SOFTWARE
+from hashbay.agent.daemon.app import run_agent
+from hashbay.agent.daemon.config import Config, load_config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.daemon.supervisor import EXIT_SOFTWARE
+from hashbay.agent.hardware.bus_backends import Buses
+from hashbay.agent.hardware.rig import Rig, RigSnapshot
 
 from .support import NotifyListener, write_config
 

@@ -3,8 +3,8 @@ count of what was folded in."""
 
 from __future__ import annotations
 
-from hashbay.agent.alarms import AlarmGate
-from hashbay.agent.events import Event, EventBus, EventKind
+from hashbay.agent.core.alarms import AlarmGate
+from hashbay.agent.core.events import Event, EventBus, EventKind
 
 from .support import Clock
 

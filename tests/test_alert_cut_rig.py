@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config
-from hashbay.agent.events import EventKind
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
 from hashbay.tools.sim.rig import SimRig
 
 from .support import rig_config

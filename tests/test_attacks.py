@@ -31,9 +31,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hashbay.agent.commands import CommandError, parse_command_mapping
-from hashbay.agent.config import default_config_path
-from hashbay.agent.control_protocol import ErrorCode, request_message
+from hashbay.agent.daemon.config import default_config_path
+from hashbay.agent.interfaces.commands import CommandError, parse_command_mapping
+from hashbay.agent.interfaces.control_protocol import ErrorCode, request_message
 from hashbay.tools.broker import Broker, mosquitto_available
 from hashbay.tools.cli import ControlClient
 

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.autotune import (
+from hashbay.agent.daemon.config import default_config_path, parse_config
+from hashbay.agent.tuning.autotune import (
     Autotuner,
     BoardProfile,
     Sprt,
     TuneProgress,
-    TuneSettings,
     Verdict,
     voltage_grid,
 )
-from hashbay.agent.config import default_config_path, parse_config
+from hashbay.agent.tuning.tune_settings import TuneSettings
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.tune_target import PhysicsTarget

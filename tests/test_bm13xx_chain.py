@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from gpiozero import DigitalOutputDevice
 
-from hashbay.agent.config import Config, default_config_path, load_config
-from hashbay.agent.rig import envelope_from
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
+from hashbay.agent.hardware.rig import envelope_from
 from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
 from hashbay.drivers.bm13xx.frames import Job, nonce_reply
 from hashbay.drivers.eeprom import Eeprom24C02

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.commands import (
+from hashbay.agent.interfaces.commands import (
     COMMANDS,
     MAX_PAYLOAD_BYTES,
     Command,

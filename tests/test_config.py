@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.config import default_config_path, load_config, parse_config
+from hashbay.agent.daemon.config import default_config_path, load_config, parse_config
 from hashbay.drivers.errors import ConfigError
 
 from .support import AGENT

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.config import Config, default_config_path, parse_config
-from hashbay.agent.settings import array_item_type, fields_of, is_table
+from hashbay.agent.core.settings import array_item_type, fields_of, is_table
+from hashbay.agent.daemon.config import Config, default_config_path, parse_config
 from hashbay.drivers.errors import ConfigError
 
 from .support import AGENT, start_agent, with_setting

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.control_protocol import (
+from hashbay.agent.interfaces.control_protocol import (
     HEADER,
     MAX_REQUEST_BYTES,
     ControlProtocolError,

@@ -21,17 +21,18 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.commands import Command, CommandError
-from hashbay.agent.control_protocol import (
+from hashbay.agent.core.events import Event, EventBus, EventKind
+from hashbay.agent.core.state import AgentState
+from hashbay.agent.core.status import Health, HealthLevel, Reason, SlotState, SlotStatus
+from hashbay.agent.interfaces.commands import Command, CommandError
+from hashbay.agent.interfaces.control_protocol import (
     MAX_REQUEST_BYTES,
     FrameDecoder,
     encode_frame,
     request_message,
 )
-from hashbay.agent.control_socket import ControlServer, ControlSettings
-from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.state import AgentState
-from hashbay.agent.status import Health, HealthLevel, Reason, SlotState, SlotStatus
+from hashbay.agent.interfaces.control_settings import ControlSettings
+from hashbay.agent.interfaces.control_socket import ControlServer
 
 NOBODY = 65534  # uid and gid of nobody / nogroup
 NOGROUP = "nogroup"

@@ -202,3 +202,19 @@ def test_the_site_cap_bounds_a_module_that_declares_more() -> None:
 
 def test_a_negative_budget_plans_no_power(envelope: SafetyEnvelope) -> None:
     assert envelope.power_budget(SLOT, -50) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("asked_w", "held_w"), [(2000.0, 2000.0), (4500.0, 4500.0), (9000.0, 4500.0), (-5.0, 0.0)]
+)
+def test_the_power_target_is_held_within_what_the_psu_may_deliver(
+    asked_w: float, held_w: float
+) -> None:
+    envelope = SafetyEnvelope(FanLimits(0.2, 0.9), SITE, psu_power_max_w=4500)
+    assert envelope.power_target(asked_w) == held_w
+
+
+def test_a_power_target_that_is_not_a_number_is_refused() -> None:
+    envelope = SafetyEnvelope(FanLimits(0.2, 0.9), SITE, psu_power_max_w=4500)
+    with pytest.raises(SafetyViolation):
+        envelope.power_target(math.nan)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.config import default_config_path, parse_config
+from hashbay.agent.daemon.config import default_config_path, parse_config
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim.configs import GPIO_FAN_PINS
 

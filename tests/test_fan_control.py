@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from hashbay.agent.fan_control import FanCommand, FanController, ThermalSettings
-from hashbay.agent.noise import FanModel, NoiseModel
+from hashbay.agent.thermal.fan_control import FanCommand, FanController
+from hashbay.agent.thermal.noise import FanModel, NoiseModel
+from hashbay.agent.thermal.thermal_settings import ThermalSettings
 from hashbay.tools.sim.plant import ThermalPlant, zero_crossings
 
 TARGET_C = 75.0

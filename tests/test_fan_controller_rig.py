@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config, check_relations
-from hashbay.agent.fans import UNREADABLE_POLLS, FanReader
-from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config, check_relations
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.hardware.fans import UNREADABLE_POLLS, FanReader
 from hashbay.agent.selftest import render
 from hashbay.agent.selftest.report import Verdict
 from hashbay.drivers.emc2305 import ControllerFan, Emc2305

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent import health
-from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.fault_codes import (
+from hashbay.agent.core.events import Event, EventBus, EventKind
+from hashbay.agent.core.fault_codes import (
     BY_CODE,
     CATALOG,
     CAUSE_NAMED_BY_RAISER,
@@ -25,17 +24,20 @@ from hashbay.agent.fault_codes import (
     Severity,
     for_health,
 )
-from hashbay.agent.protection import Tier
-from hashbay.agent.status import Reason
+from hashbay.agent.core.status import Reason
+from hashbay.agent.modules import health, health_board
+from hashbay.agent.modules.protection import Tier
 from hashbay.tools.cli import main as cli_main
 from hashbay.tools.cli_render import event_line
 
 
 def _health_reason_codes() -> set[str]:
-    """Every `Reason("code", ...)` the health model can build, read from its source."""
-    tree = ast.parse(Path(health.__file__).read_text())
+    """Every `Reason("code", ...)` the health model can build, read from its source (the
+    score's module and the board's conditions)."""
+    sources = (Path(str(module.__file__)).read_text() for module in (health, health_board))
+    trees = [ast.parse(source) for source in sources]
     codes = set()
-    for node in ast.walk(tree):
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Reason":
             first = node.args[0]
             assert isinstance(first, ast.Constant) and isinstance(first.value, str), (

@@ -15,7 +15,7 @@ import pyasic
 import pytest
 from pyasic.config import MinerConfig
 
-from hashbay.agent.fault_codes import Fault
+from hashbay.agent.core.fault_codes import Fault
 from hashbay.tools.fleet.pyasic_hashbay import HashbayMiner, get_miner, is_hashbay
 
 from .support import AGENT, with_setting

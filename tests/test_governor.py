@@ -10,20 +10,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.controls import Controls, ControlStore
-from hashbay.agent.governor import (
+from hashbay.agent.core.schedule import parse_priced_window, parse_window
+from hashbay.agent.core.settings import parse_table
+from hashbay.agent.interfaces.commands import CommandError, parse_command_mapping
+from hashbay.agent.power.controls import Controls, ControlStore
+from hashbay.agent.power.governor import (
     BOARD_TO_INPUT,
     CurvePoint,
     Decision,
-    EconomicsSettings,
     Governor,
     Inputs,
     Mode,
-    PowerSettings,
 )
-from hashbay.agent.operating_point import OperatingPoint, PointPlanner
-from hashbay.agent.schedule import parse_priced_window, parse_window
-from hashbay.agent.settings import parse_table
+from hashbay.agent.power.operating_point import OperatingPoint, PointPlanner
+from hashbay.agent.power.power_settings import EconomicsSettings, PowerSettings
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.errors import ConfigError
 
@@ -287,6 +287,30 @@ def test_a_command_overrides_the_configured_target() -> None:
     assert governor.target_w(Controls()) == 1200
     assert governor.target_w(Controls(power_target_w=1500)) == 1500
     assert Governor(PowerSettings(), EconomicsSettings()).target_w(Controls()) is None
+
+
+def test_the_envelope_holds_the_target_within_what_the_psu_may_deliver() -> None:
+    envelope = SafetyEnvelope(FanLimits(0.2, 1.0), LIMITS, psu_power_max_w=4500)
+    governor = Governor(PowerSettings(target_w=1200), EconomicsSettings(), envelope)
+    assert governor.target_w(Controls()) == 1200
+    assert governor.target_w(Controls(power_target_w=90_000)) == 4500
+
+
+def test_the_controls_take_the_same_values_as_the_commands_that_set_them(
+    tmp_path: Path,
+) -> None:
+    store = ControlStore(tmp_path / "controls.json")
+    for refused in ({"power_target_w": 50.0}, {"fan_override": 1.5}, {"quiet": "loud"}):
+        with pytest.raises(ValueError, match="cannot be"):
+            store.update(**refused)
+        command, arg = {
+            "power_target_w": ("power_target", "watts"),
+            "fan_override": ("fan_override", "duty"),
+            "quiet": ("quiet", "mode"),
+        }[next(iter(refused))]
+        with pytest.raises(CommandError):
+            parse_command_mapping({"command": command, arg: next(iter(refused.values()))}, slots=1)
+    assert store.update(power_target_w=100.0).power_target_w == 100.0  # the command's minimum
 
 
 def test_boards_that_can_draw_nothing_get_no_share_of_a_target() -> None:

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.health import ChipCounters, HealthModel, HealthSettings
-from hashbay.agent.settings import parse_table
-from hashbay.agent.status import (
+from hashbay.agent.core.settings import parse_table
+from hashbay.agent.core.status import (
     ChipSample,
     ErrorStep,
     Health,
@@ -19,6 +18,9 @@ from hashbay.agent.status import (
     ModuleSample,
     Prediction,
 )
+from hashbay.agent.modules.health import HealthModel
+from hashbay.agent.modules.health_counts import ChipCounters
+from hashbay.agent.modules.health_settings import HealthSettings
 from hashbay.drivers.errors import ConfigError
 
 HASHES_PER_NONCE = 256 * 2**32

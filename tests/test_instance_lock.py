@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.instance_lock import HardwareBusy, InstanceLock
+from hashbay.agent.daemon.instance_lock import HardwareBusy, InstanceLock
 from tests.support import AGENT, AgentProcess, write_config
 
 
@@ -32,7 +32,7 @@ def test_a_killed_holder_frees_the_lock(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from hashbay.agent.instance_lock import InstanceLock\n"
+            "from hashbay.agent.daemon.instance_lock import InstanceLock\n"
             f"InstanceLock({str(tmp_path)!r}, 'holder').acquire()\n"
             "print('held', flush=True)\n"
             "time.sleep(60)\n",

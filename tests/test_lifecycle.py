@@ -18,10 +18,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 from hashbay.tools.sim.rig import SimRig
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hashbay.agent.lifecycle import IllegalTransition, Trigger, allowed, next_state
-from hashbay.agent.status import SlotState as S
+from hashbay.agent.core.status import SlotState as S
+from hashbay.agent.modules.lifecycle import IllegalTransition, Trigger, allowed, next_state
 
 T = Trigger
 WORKING = [S.POWERING, S.ENUMERATING, S.RAMPING, S.HASHING, S.DEGRADED]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from hashbay.agent.liveness import BusProgress, Liveness, StallGuard
+from hashbay.agent.daemon.liveness import BusProgress, Liveness, StallGuard
 
 from .support import Clock
 

@@ -15,14 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent import miner_api_replies as replies
-from hashbay.agent.commands import Command, CommandError
-from hashbay.agent.config import default_config_path, parse_config
-from hashbay.agent.miner_api import ApiSettings, MinerApiServer
-from hashbay.agent.miner_api_replies import DeviceCounters, WorkMeter
-from hashbay.agent.rig import RigSnapshot
-from hashbay.agent.state import AgentState
-from hashbay.agent.status import BusDevice, Health, HealthLevel, SlotState, SlotStatus
+from hashbay.agent.core.state import AgentState
+from hashbay.agent.core.status import BusDevice, Health, HealthLevel, SlotState, SlotStatus
+from hashbay.agent.daemon.config import default_config_path, parse_config
+from hashbay.agent.hardware.rig import RigSnapshot
+from hashbay.agent.interfaces import miner_api_replies as replies
+from hashbay.agent.interfaces.api_settings import ApiSettings
+from hashbay.agent.interfaces.commands import Command, CommandError
+from hashbay.agent.interfaces.miner_api import MinerApiServer
+from hashbay.agent.interfaces.miner_api_replies import DeviceCounters, WorkMeter
 from hashbay.drivers.errors import ConfigError
 from hashbay.drivers.fan import FanReading
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from hashbay.agent.commands import Command
-from hashbay.agent.fault_codes import Fault
-from hashbay.agent.rig import RigSnapshot
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.fault_codes import Fault
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.hardware.rig import RigSnapshot
+from hashbay.agent.interfaces.commands import Command
 from hashbay.drivers.fan import FanReading
 from hashbay.drivers.pmbus import PsuTelemetry
 

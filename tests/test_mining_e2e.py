@@ -17,14 +17,15 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config, default_config_path, load_config
-from hashbay.agent.governor import Mode
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings, PoolState, pool_views
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
-from hashbay.agent.stratum_client import StratumSettings
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.mining.pool_settings import PoolSettings
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager, PoolState, pool_views
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.power.governor import Mode
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 from hashbay.tools.pool import Misbehaviour, TestPool
 

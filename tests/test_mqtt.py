@@ -19,14 +19,14 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hashbay.agent.commands import Command, CommandError
-from hashbay.agent.config import MqttSection
-from hashbay.agent.discovery import MINER_FIELDS, clear_messages, discovery_messages
-from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.mqtt import STATE_CHECK_S, MqttPublisher, changed, rounded
-from hashbay.agent.mqtt_topics import Topics
-from hashbay.agent.spool import EventSpool
-from hashbay.agent.status import Health, HealthLevel, Reason, SlotState, SlotStatus
+from hashbay.agent.core.events import Event, EventBus, EventKind
+from hashbay.agent.core.status import Health, HealthLevel, Reason, SlotState, SlotStatus
+from hashbay.agent.daemon.config import MqttSection
+from hashbay.agent.interfaces.commands import Command, CommandError
+from hashbay.agent.interfaces.discovery import MINER_FIELDS, clear_messages, discovery_messages
+from hashbay.agent.interfaces.mqtt import STATE_CHECK_S, MqttPublisher, changed, rounded
+from hashbay.agent.interfaces.mqtt_topics import Topics
+from hashbay.agent.interfaces.spool import EventSpool
 from hashbay.tools.broker import HOST, MOSQUITTO_PASSWD, Broker, make_tls_files, mosquitto_available
 
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
@@ -234,9 +234,9 @@ async def test_birth_is_retained_online_and_clean_shutdown_leaves_offline(
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from hashbay.agent.config import MqttSection
-from hashbay.agent.mqtt import MqttPublisher
-from hashbay.agent.spool import EventSpool
+from hashbay.agent.daemon.config import MqttSection
+from hashbay.agent.interfaces.mqtt import MqttPublisher
+from hashbay.agent.interfaces.spool import EventSpool
 
 async def handle(command):
     return {}

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.config import default_config_path, load_config
-from hashbay.agent.noise import FanModel, NoiseModel, combine_dba, finite_or_none
+from hashbay.agent.daemon.config import default_config_path, load_config
+from hashbay.agent.thermal.noise import FanModel, NoiseModel, combine_dba, finite_or_none
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.fans import MIN_DUTY
 from hashbay.tools.sim.plant import ThermalPlant

@@ -20,15 +20,23 @@ from pyasic.config import MinerConfig
 from pyasic.config.pools import Pool, PoolConfig, PoolGroup
 from pyasic.errors import APIError
 
-from hashbay.agent.commands import COMMANDS, CommandError, parse_command, parse_command_mapping
-from hashbay.agent.dispatch import Dispatcher
-from hashbay.agent.miner_api import ApiSettings, MinerApiServer
-from hashbay.agent.pool_commands import NAMES, PoolCommands
-from hashbay.agent.pool_list_store import MAX_POOLS, PoolListStore
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings
-from hashbay.agent.state import AgentState
-from hashbay.agent.stratum_client import StratumSettings
+from hashbay.agent.core.state import AgentState
+from hashbay.agent.interfaces.api_settings import ApiSettings
+from hashbay.agent.interfaces.commands import (
+    COMMANDS,
+    CommandError,
+    parse_command,
+    parse_command_mapping,
+)
+from hashbay.agent.interfaces.dispatch import Dispatcher
+from hashbay.agent.interfaces.miner_api import MinerApiServer
+from hashbay.agent.interfaces.pool_commands import PoolCommands
+from hashbay.agent.mining.pool_list_store import MAX_POOLS, PoolListStore
+from hashbay.agent.mining.pool_settings import PoolSettings
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.power.controls import ControlStore
 from hashbay.tools.fleet.pyasic_hashbay import HashbayMiner
 
 from .test_miner_api import command
@@ -54,8 +62,8 @@ class Pools:
 def pools_on(tmp_path: Path, *configured: PoolSettings) -> Pools:
     store = PoolListStore(tmp_path / "pools.json", configured or (A, B), StratumSettings())
     manager = PoolManager(store.current, StratumSettings(), PoolWork())
-    handler = PoolCommands(store, manager)
-    return Pools(store, manager, Dispatcher([], None, dict.fromkeys(NAMES, handler)))
+    controls = ControlStore(tmp_path / "controls.json")
+    return Pools(store, manager, Dispatcher([], controls, PoolCommands(store, manager)))
 
 
 @contextlib.asynccontextmanager

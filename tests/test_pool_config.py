@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.config import load_config
-from hashbay.agent.pools import parse_url
-from hashbay.agent.stratum_client import Endpoint
+from hashbay.agent.daemon.config import load_config
+from hashbay.agent.mining.pool_settings import Endpoint, parse_url
 from hashbay.drivers.errors import ConfigError
 
 from .support import write_config

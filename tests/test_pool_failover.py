@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from hashbay.agent.alarms import AlarmGate
-from hashbay.agent.events import EventBus, EventKind
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings, PoolState, PoolStatus
-from hashbay.agent.stratum_client import StratumSettings
-from hashbay.agent.stratum_protocol import target_of
+from hashbay.agent.core.alarms import AlarmGate
+from hashbay.agent.core.events import EventBus, EventKind
+from hashbay.agent.mining.pool_settings import PoolSettings
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager, PoolState, PoolStatus
+from hashbay.agent.mining.stratum_protocol import target_of
+from hashbay.agent.mining.stratum_settings import StratumSettings
 from hashbay.drivers.bm13xx.chain import DEFAULT_VERSION_MASK
 from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.bm13xx.work import rolled_version

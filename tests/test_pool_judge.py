@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hashbay.agent.pool_judge import UNANSWERED, PoolJudge
-from hashbay.agent.stratum_client import StratumSettings
+from hashbay.agent.mining.pool_judge import UNANSWERED, PoolJudge
+from hashbay.agent.mining.stratum_settings import StratumSettings
 
 SETTINGS = StratumSettings(
     reject_failover_share=0.9, reject_window_shares=10, accept_timeout_s=600, reconnect_limit=3

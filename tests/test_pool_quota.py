@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.pool_quota import SmoothRoundRobin, split_percent
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings, PoolState
-from hashbay.agent.stratum_protocol import target_of
+from hashbay.agent.mining.pool_quota import SmoothRoundRobin, split_percent
+from hashbay.agent.mining.pool_settings import PoolSettings
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager, PoolState
+from hashbay.agent.mining.stratum_protocol import target_of
 from hashbay.drivers.bm13xx.chain import DEFAULT_VERSION_MASK
 from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.bm13xx.work import rolled_version
@@ -207,7 +208,7 @@ def test_the_work_lanes_make_only_their_own_work_stale() -> None:
         def stale(self) -> None:
             self.stale_seen += 1
 
-    from hashbay.agent.pool_work import Template
+    from hashbay.agent.mining.pool_work import Template
     from hashbay.tools.pool import PoolJob
 
     def template(sink: Sink, seed: int) -> Template:

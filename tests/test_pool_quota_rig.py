@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.commands import CommandError, parse_command_mapping
-from hashbay.agent.config import Config
-from hashbay.agent.events import EventKind
-from hashbay.agent.miner_api_replies import pools as pools_reply
-from hashbay.agent.pools import PoolSettings
-from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.commands import CommandError, parse_command_mapping
+from hashbay.agent.interfaces.miner_api_replies import pools as pools_reply
+from hashbay.agent.mining.pool_settings import PoolSettings
 from hashbay.tools import cli
 from hashbay.tools.pool import TestPool
 

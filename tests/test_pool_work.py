@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings, PoolState
-from hashbay.agent.stratum_client import StratumSettings
-from hashbay.agent.stratum_protocol import target_of
+from hashbay.agent.mining.pool_settings import PoolSettings
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager, PoolState
+from hashbay.agent.mining.stratum_protocol import target_of
+from hashbay.agent.mining.stratum_settings import StratumSettings
 from hashbay.drivers.bm13xx.chain import DEFAULT_VERSION_MASK
 from hashbay.drivers.bm13xx.frames import Job, NonceReply
 from hashbay.drivers.bm13xx.work import rolled_version

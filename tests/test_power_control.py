@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
 from hashbay.tools.broker import Broker, mosquitto_available
 from hashbay.tools.sim.rig import SimRig
 

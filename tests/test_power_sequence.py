@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.buses import open_buses
-from hashbay.agent.power_sequence import PowerUpFailed, power_up
-from hashbay.agent.rig import Rig
+from hashbay.agent.hardware.buses import open_buses
+from hashbay.agent.hardware.power_sequence import PowerUpFailed, power_up
+from hashbay.agent.hardware.rig import Rig
 from hashbay.drivers.errors import SafetyViolation
 from hashbay.tools.sim import faults
 from tests.support import rig_config

@@ -16,15 +16,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.health import HealthModel, HealthSettings
-from hashbay.agent.predict import Predictor, PredictSettings, stress_factor
-from hashbay.agent.predict_fit import (
+from hashbay.agent.core.settings import parse_table
+from hashbay.agent.core.status import ChipSample, HealthLevel, ModuleSample, Prediction
+from hashbay.agent.modules.health import HealthModel
+from hashbay.agent.modules.health_settings import HealthSettings
+from hashbay.agent.modules.predict import Predictor, stress_factor
+from hashbay.agent.modules.predict_fit import (
     best_step_log_likelihood,
     fit_logistic_trend,
     rising_lately,
 )
-from hashbay.agent.settings import parse_table
-from hashbay.agent.status import ChipSample, HealthLevel, ModuleSample, Prediction
+from hashbay.agent.modules.predict_settings import PredictSettings
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.bench.predict import (
     HOUR_S,
@@ -393,7 +395,7 @@ def test_a_warning_survives_a_restart_or_a_slot_move_and_is_told_once(how: str) 
 
 
 def test_a_restored_predictor_goes_on_with_its_evidence(tmp_path: Path) -> None:
-    from hashbay.agent.predict_store import PredictorBook, PredictStore
+    from hashbay.agent.modules.predict_store import PredictorBook, PredictStore
 
     board = StatisticalBoard(2, degrading={34: 0.1})
     book = PredictorBook(PredictSettings(), PredictStore(tmp_path))

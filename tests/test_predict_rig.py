@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config
-from hashbay.agent.predict_store import PredictStore
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.modules.predict_store import PredictStore
 from hashbay.tools.sim.rig import SimRig
 
 from .support import rig_config

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from hashbay.agent.predict import Predictor, PredictorState, PredictSettings
-from hashbay.agent.predict_store import MAX_FILE_BYTES, PredictorBook, PredictStore
+from hashbay.agent.modules.predict import Predictor, PredictorState
+from hashbay.agent.modules.predict_settings import PredictSettings
+from hashbay.agent.modules.predict_store import MAX_FILE_BYTES, PredictorBook, PredictStore
 from hashbay.tools.bench.predict_board import HOUR_S, StatisticalBoard
 
 CHIPS = 126

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.config import load_config
-from hashbay.agent.protection import BoardGuard, ProtectionSettings, RestartPolicy, Tier
-from hashbay.agent.settings import parse_table
+from hashbay.agent.core.settings import parse_table
+from hashbay.agent.daemon.config import load_config
+from hashbay.agent.modules.protection import BoardGuard, RestartPolicy, Tier
+from hashbay.agent.modules.protection_settings import ProtectionSettings
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.sim.plant import ThermalPlant
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.commands import Command
-from hashbay.agent.config import Config
-from hashbay.agent.events import EventKind
-from hashbay.agent.fault_codes import Fault
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.fault_codes import Fault
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.commands import Command
 from hashbay.tools.sim.rig import SimRig
 
 from .support import rig_config

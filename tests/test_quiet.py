@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashbay.agent.config import load_config
-from hashbay.agent.quiet import QuietSettings, quiet_active
+from hashbay.agent.daemon.config import load_config
+from hashbay.agent.thermal.quiet import QuietSettings, quiet_active
 from hashbay.drivers.errors import ConfigError
 
 from .support import write_config

@@ -8,12 +8,12 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
-from hashbay.agent.app import Agent
-from hashbay.agent.commands import Command
-from hashbay.agent.events import EventKind
-from hashbay.agent.noise import NoiseModel
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.commands import Command
+from hashbay.agent.thermal.noise import NoiseModel
 
 from .test_lifecycle import until
 from .test_protection_rig import protected_config

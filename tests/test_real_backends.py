@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import smbus2
 
-from hashbay.agent.buses import PIN_BACKENDS, pin_factory
+from hashbay.agent.hardware.buses import PIN_BACKENDS, pin_factory
 from hashbay.drivers.errors import DeviceMissingError
 from hashbay.drivers.i2c import open_i2c
 from tests.support import AGENT
@@ -48,7 +48,7 @@ def test_the_lgpio_factory_without_a_gpio_chip_is_device_missing_naming_what_to_
     here.mkdir()
     runtime.mkdir()
     code = (
-        "from hashbay.agent.buses import pin_factory\n"
+        "from hashbay.agent.hardware.buses import pin_factory\n"
         "from hashbay.drivers.errors import DeviceMissingError\n"
         "try:\n"
         f"    pin_factory('lgpio', runtime_dir={str(runtime)!r})\n"

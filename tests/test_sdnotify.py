@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 
-from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
 
 from .support import NotifyListener
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.buses import Buses, open_buses
-from hashbay.agent.config import Config
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.hardware.bus_backends import Buses
+from hashbay.agent.hardware.buses import open_buses
 from hashbay.agent.selftest import render
 from hashbay.agent.selftest.report import Check, Report, Verdict
 from hashbay.agent.selftest.settings import SelfTestSettings

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hashbay.agent.config import default_config_path, load_config
-from hashbay.agent.rig import envelope_from
+from hashbay.agent.daemon.config import default_config_path, load_config
+from hashbay.agent.hardware.rig import envelope_from
 from hashbay.drivers.fan import Fan
 from hashbay.tools.sim.configs import with_gpio_fans
 from hashbay.tools.sim.rig import MAX_LEAD_S, MAX_TICK_S, SimClock, SimRig

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
-from hashbay.agent.config import Config, default_config_path, load_config
-from hashbay.agent.rig import envelope_from
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
+from hashbay.agent.hardware.rig import envelope_from
 from hashbay.drivers.eeprom import Eeprom24C02
 from hashbay.drivers.errors import ConfigError, HardwareError, PecError, SafetyViolation
 from hashbay.drivers.fan import Fan

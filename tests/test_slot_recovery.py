@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.commands import Command
-from hashbay.agent.config import Config
-from hashbay.agent.events import EventKind
-from hashbay.agent.fault_codes import Fault
-from hashbay.agent.lifecycle import TOUCHES_HARDWARE, TRANSITIONS, Trigger
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.fault_codes import Fault
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.commands import Command
+from hashbay.agent.modules.lifecycle import TOUCHES_HARDWARE, TRANSITIONS, Trigger
 from hashbay.tools.sim.rig import SimRig
 
 from .support import rig_config
@@ -119,7 +119,7 @@ async def test_a_bug_while_identifying_faults_the_slot_once_with_an_event(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug in the agent")
 
-    monkeypatch.setattr(controller._svc, "health", broken)  # asked for while identifying
+    monkeypatch.setattr(controller.svc, "health", broken)  # asked for while identifying
     await until(lambda: controller.state is SlotState.FAULT, what="fault")
     rig: SimRig = agent.rig.buses.sim
     assert rig.slots[0].hotswap.enable_pin is False
@@ -147,7 +147,9 @@ async def test_a_failure_while_faulted_waits_for_a_technician_instead_of_looping
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("cannot read while faulted")
 
-    policy = controller._restart_policy  # asked by the fault state whether to restart
+    policy = (
+        controller.module.restarts if controller.module else None
+    )  # asked by the fault state whether to restart
     assert policy is not None
     monkeypatch.setattr(policy, "may_restart", broken)
     rig.dcdc_overcurrent(0)

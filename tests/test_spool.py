@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.events import Event, EventBus, EventKind
-from hashbay.agent.spool import EventSpool
+from hashbay.agent.core.events import Event, EventBus, EventKind
+from hashbay.agent.interfaces.spool import EventSpool
 
 
 def event(n: int) -> Event:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from hashbay.agent.app import Agent
-from hashbay.agent.controls import Controls, ControlStore
-from hashbay.agent.events import Event, EventKind
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.spool import EventSpool
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import Event, EventKind
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.spool import EventSpool
+from hashbay.agent.power.controls import Controls, ControlStore
 
 from .support import rig_config
 from .test_lifecycle import until

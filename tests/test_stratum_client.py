@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 
-from hashbay.agent.pool_work import Share
-from hashbay.agent.stratum_client import (
-    Endpoint,
+from hashbay.agent.mining.pool_settings import Endpoint
+from hashbay.agent.mining.pool_work import Share
+from hashbay.agent.mining.stratum_client import (
     PoolCounters,
     PoolError,
     PoolProtocolError,
     PoolUnproductive,
     ReconnectRequested,
     StratumSession,
-    StratumSettings,
 )
-from hashbay.agent.stratum_work import chip_job
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.mining.stratum_work import chip_job
 from hashbay.tools.broker import make_tls_files
 from hashbay.tools.pool import HOST, Misbehaviour, TestPool, solve
 

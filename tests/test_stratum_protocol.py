@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent import stratum_protocol as sp
-from hashbay.agent.stratum_work import chip_job, coinbase, merkle_root, share_hash
+from hashbay.agent.mining import stratum_protocol as sp
+from hashbay.agent.mining.stratum_work import chip_job, coinbase, merkle_root, share_hash
 from hashbay.drivers.bm13xx.work import sha256d
 from hashbay.tools.pool import TestPool
 

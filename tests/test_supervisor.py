@@ -9,8 +9,8 @@ import threading
 import pytest
 from structlog.testing import capture_logs
 
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.supervisor import EXIT_SOFTWARE, Backoff, Policy, Service, Supervisor
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.daemon.supervisor import EXIT_SOFTWARE, Backoff, Policy, Service, Supervisor
 
 FAST = Backoff(initial_s=0.01, max_s=0.04, stable_s=10)
 

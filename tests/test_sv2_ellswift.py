@@ -11,8 +11,8 @@ from coincurve import PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.sv2 import ellswift
-from hashbay.agent.sv2.ellswift import EllSwiftKey
+from hashbay.agent.mining.sv2 import ellswift
+from hashbay.agent.mining.sv2.ellswift import EllSwiftKey
 
 DATA = Path(__file__).parent / "data" / "bip324"
 

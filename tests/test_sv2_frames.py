@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.sv2 import messages as m
-from hashbay.agent.sv2.framing import (
+from hashbay.agent.mining.sv2 import messages as m
+from hashbay.agent.mining.sv2.framing import (
     CHANNEL_BIT,
     ENCRYPTED_HEADER_BYTES,
     MAX_CHUNK_CIPHERTEXT,
@@ -25,7 +25,7 @@ from hashbay.agent.sv2.framing import (
     encode_plain,
     encrypt_frame,
 )
-from hashbay.agent.sv2.noise import CipherState, NoiseError
+from hashbay.agent.mining.sv2.noise import CipherState, NoiseError
 from hashbay.drivers.errors import ProtocolError
 
 KEY = bytes(range(32))

@@ -15,8 +15,8 @@ from coincurve import PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashbay.agent.sv2 import keys, noise
-from hashbay.agent.sv2.ellswift import EllSwiftKey
+from hashbay.agent.mining.sv2 import keys, noise
+from hashbay.agent.mining.sv2.ellswift import EllSwiftKey
 
 SPEC_KEY = bytes(
     [118, 99, 112, 0, 151, 156, 28, 17, 175, 12, 48, 11, 205, 140, 127, 228,

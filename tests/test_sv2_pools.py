@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import load_config
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings, PoolState, authority_key, parse_url
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.stratum_client import Endpoint, StratumSettings
-from hashbay.agent.sv2 import messages as m
-from hashbay.agent.sv2.noise import xonly_of
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import load_config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.mining.pool_settings import Endpoint, PoolSettings, authority_key, parse_url
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager, PoolState
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.mining.sv2 import messages as m
+from hashbay.agent.mining.sv2.noise import xonly_of
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.pool import TestPool
 from hashbay.tools.pool_sv2 import Sv2Misbehaviour, Sv2TestPool

@@ -17,19 +17,19 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from hashbay.agent.pool_work import PoolWork, Share
-from hashbay.agent.stratum_client import (
-    Endpoint,
+from hashbay.agent.mining.pool_settings import Endpoint
+from hashbay.agent.mining.pool_work import PoolWork, Share
+from hashbay.agent.mining.stratum_client import (
     PoolCounters,
     PoolError,
     PoolProtocolError,
     ReconnectRequested,
-    StratumSettings,
 )
-from hashbay.agent.stratum_work import chip_job, coinbase
-from hashbay.agent.sv2 import messages as m
-from hashbay.agent.sv2.noise import xonly_of
-from hashbay.agent.sv2.session import GENERAL_PURPOSE_BITS, PoolRefused, Sv2Session
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.mining.stratum_work import chip_job, coinbase
+from hashbay.agent.mining.sv2 import messages as m
+from hashbay.agent.mining.sv2.noise import xonly_of
+from hashbay.agent.mining.sv2.session import GENERAL_PURPOSE_BITS, PoolRefused, Sv2Session
 from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.tools.pool import HOST, solve
 from hashbay.tools.pool_sv2 import Sv2Misbehaviour, Sv2TestPool

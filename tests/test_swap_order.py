@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hashbay.agent.swap_order import swap_order, swap_rank
+from hashbay.agent.modules.swap_order import swap_order, swap_rank
 
 
 def slot(

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from hashbay.agent.sweep import SensorSweep
+from hashbay.agent.modules.sweep import SensorSweep
 
 from .support import Clock
 

@@ -18,15 +18,15 @@ from typing import Any, TypeVar
 import aiomqtt
 import pytest
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config
-from hashbay.agent.fan_control import ThermalSettings
-from hashbay.agent.fans import READ_ATTEMPTS
-from hashbay.agent.noise import FanModel, NoiseModel
-from hashbay.agent.quiet import QuietSettings
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState, SlotStatus
-from hashbay.agent.thermal import DUTY_RESOLUTION, Heat, ThermalService, heat_of
+from hashbay.agent.core.status import SlotState, SlotStatus
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.hardware.fans import READ_ATTEMPTS
+from hashbay.agent.thermal.noise import FanModel, NoiseModel
+from hashbay.agent.thermal.quiet import QuietSettings
+from hashbay.agent.thermal.thermal import DUTY_RESOLUTION, Heat, ThermalService, heat_of
+from hashbay.agent.thermal.thermal_settings import ThermalSettings
 from hashbay.drivers.errors import HardwareError
 from hashbay.drivers.fan import FanReading
 from hashbay.tools.broker import HOST, Broker, mosquitto_available

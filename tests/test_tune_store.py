@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from hashbay.agent.autotune import BoardProfile, TunePoint
-from hashbay.agent.tune_store import StoredProfile, TuneStore
+from hashbay.agent.tuning.autotune import BoardProfile, TunePoint
+from hashbay.agent.tuning.tune_store import StoredProfile, TuneStore
 from hashbay.drivers.envelope import BoardLimits
 
 CHIPS = 4

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hashbay import __version__
-from hashbay.agent.control_protocol import (
+from hashbay.agent.core.fault_codes import CATALOG
+from hashbay.agent.interfaces.control_protocol import (
     MAX_REPLY_BYTES,
     ControlProtocolError,
     EventFrame,
@@ -31,8 +32,7 @@ from hashbay.agent.control_protocol import (
     parse_server_message,
     request_message,
 )
-from hashbay.agent.fault_codes import CATALOG
-from hashbay.agent.swap_order import swap_order
+from hashbay.agent.modules.swap_order import swap_order
 from hashbay.tools import cli_render as render
 from hashbay.tools.fleet import command as fleet
 
@@ -66,8 +66,8 @@ def default_socket() -> Path:
     """$HASHBAY_SOCKET, else the agent's default runtime dir and socket name."""
     if os.environ.get(SOCKET_ENV):
         return Path(os.environ[SOCKET_ENV])
-    from hashbay.agent.config import AgentSection  # only when needed: it is slow to import
-    from hashbay.agent.control_socket import ControlSettings
+    from hashbay.agent.daemon.config import AgentSection  # only when needed: it is slow to import
+    from hashbay.agent.interfaces.control_settings import ControlSettings
 
     return Path(AgentSection().runtime_dir) / ControlSettings().socket
 

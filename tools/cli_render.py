@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from hashbay.agent.fault_codes import FaultCode, lookup
+from hashbay.agent.core.fault_codes import FaultCode, lookup
 
 NONE = "-"
 

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.config import Config, default_config_path, load_config
-from hashbay.agent.fault_codes import CATALOG
-from hashbay.agent.settings import (
+from hashbay.agent.core.fault_codes import CATALOG
+from hashbay.agent.core.settings import (
     REQUIRED,
     FieldInfo,
     array_item_type,
@@ -22,6 +21,7 @@ from hashbay.agent.settings import (
     optional_scalar_type,
     scalar_list_type,
 )
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
 from hashbay.tools.sim.fault_matrix import MATRIX, Reaction
 from hashbay.tools.sim.faults import FAULTS
 
@@ -107,7 +107,7 @@ def fault_matrix() -> str:
 
 
 def fault_codes() -> str:
-    """The canonical fault codes (agent/fault_codes.py) as fleet tools see them."""
+    """The canonical fault codes (agent/core/fault_codes.py) as fleet tools see them."""
     rows = ["| code | name | severity | meaning | what to do |", "|---|---|---|---|---|"]
     rows += [
         f"| {c.code} | `{c.name}` | {c.severity} | {c.meaning} | {c.action} |" for c in CATALOG

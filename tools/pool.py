@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent import stratum_protocol as sp
-from hashbay.agent.stratum_work import chip_job, share_hash
+from hashbay.agent.mining import stratum_protocol as sp
+from hashbay.agent.mining.stratum_work import chip_job, share_hash
 from hashbay.drivers.bm13xx.frames import Job
 
 HOST = "127.0.0.1"

@@ -34,19 +34,19 @@ from pathlib import Path
 
 from coincurve import PrivateKey
 
-from hashbay.agent import stratum_protocol as sp
-from hashbay.agent.stratum_work import chip_job, share_hash
-from hashbay.agent.sv2 import messages as m
-from hashbay.agent.sv2.ellswift import EllSwiftKey
-from hashbay.agent.sv2.framing import (
+from hashbay.agent.mining import stratum_protocol as sp
+from hashbay.agent.mining.stratum_work import chip_job, share_hash
+from hashbay.agent.mining.sv2 import messages as m
+from hashbay.agent.mining.sv2.ellswift import EllSwiftKey
+from hashbay.agent.mining.sv2.framing import (
     CHANNEL_BIT,
     MAX_LENGTH,
     FrameDecoder,
     encode_header,
     encrypt_frame,
 )
-from hashbay.agent.sv2.keys import SCHEME, encode_authority_key
-from hashbay.agent.sv2.noise import (
+from hashbay.agent.mining.sv2.keys import SCHEME, encode_authority_key
+from hashbay.agent.mining.sv2.noise import (
     ACT1_BYTES,
     Certificate,
     Responder,

@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 from smbus2 import i2c_msg
 
-from hashbay.agent.config import EMC2305, Config
+from hashbay.agent.daemon.config import EMC2305, Config
 from hashbay.agent.selftest.report import Verdict
 from hashbay.agent.selftest.session import Session
 from hashbay.drivers.bm13xx.registers import CHIP_IDS

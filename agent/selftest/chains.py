@@ -3,7 +3,7 @@
 Only a module whose identity the envelope admitted, whose sensors all read, in a slot
 whose hot-swap controller is sane, on a rig whose fans and PSU passed, is powered; one at
 a time, with the fans at their safe duty, through the agent's own power-up sequence
-(`agent/power_sequence.py`) and envelope, at the module's nominal voltage held within the
+(`agent/hardware/power_sequence.py`) and envelope, at the module's nominal voltage held within the
 slot's limits as the agent holds it. The chips are never clocked up: the chain is reset
 and asked for its chip id at the power-on baud rate, then (with `chain.fast_baud`)
 addressed and asked again at the fast rate, as the agent brings it up. A module is
@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from hashbay.agent.power_sequence import power_up, until
+from hashbay.agent.hardware.power_sequence import power_up, until
+from hashbay.agent.hardware.slot_hw import SlotHardware
 from hashbay.agent.selftest.bus import OUTPUT_OFF_V, status_words, survey
 from hashbay.agent.selftest.report import Verdict
 from hashbay.agent.selftest.session import Session
-from hashbay.agent.slot_hw import SlotHardware
 from hashbay.drivers.bm13xx import registers
-from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
+from hashbay.drivers.bm13xx.chain import Bm13xxChain
 from hashbay.drivers.bm13xx.registers import CHIP_IDS, Reg
 from hashbay.drivers.eeprom import BoardIdentity
 from hashbay.drivers.errors import HardwareError, HashbayError, ProtocolError
@@ -122,14 +122,13 @@ async def _count(
     session: Session, hw: SlotHardware, identity: BoardIdentity, fast_baud: bool
 ) -> None:
     n = hw.index
-    uart = session.buses.uart_paths[n]
     part = f"chain {n}"
     hw.pins.hold_reset(True)
     await asyncio.sleep(RESET_HOLD_S)
     hw.pins.hold_reset(False)
     await asyncio.sleep(RESET_RELEASE_S)
     try:
-        port = open_serial(uart)
+        port = session.buses.open_uart(n)
     except HardwareError as exc:
         session.record(part, f"UART {session.config.slot[n].uart}", Verdict.FAIL, str(exc))
         return

@@ -16,9 +16,9 @@ from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
-from hashbay.agent.config import Config
-from hashbay.agent.quoting import clip
-from hashbay.agent.rig import Rig
+from hashbay.agent.core.quoting import clip
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.hardware.rig import Rig
 from hashbay.agent.selftest.report import Verdict
 from hashbay.agent.selftest.session import Session
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hashbay.agent.buses import Buses
-from hashbay.agent.config import Config
-from hashbay.agent.rig import Rig
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.hardware.bus_backends import Buses
+from hashbay.agent.hardware.rig import Rig
 from hashbay.agent.selftest.report import Check, Report, Verdict
 from hashbay.agent.selftest.settings import SelfTestSettings
 from hashbay.drivers.eeprom import BoardIdentity

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hashbay.agent.settings import setting
+from hashbay.agent.core.settings import setting
 
 
 @dataclass(frozen=True, kw_only=True)

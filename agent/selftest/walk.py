@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from hashbay.agent.buses import Buses, open_buses
-from hashbay.agent.config import Config
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.hardware.bus_backends import Buses
+from hashbay.agent.hardware.buses import open_buses
 from hashbay.agent.selftest.bus import (
     OUTPUT_OFF_V,
     check_hotswaps,

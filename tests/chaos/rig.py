@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.app import Agent
-from hashbay.agent.commands import Command
-from hashbay.agent.config import Config
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.interfaces.commands import Command
 from hashbay.tools.sim.fault_matrix import Due
 from hashbay.tools.sim.faults import parse
 from hashbay.tools.sim.rig import SimRig

@@ -16,9 +16,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hashbay.agent.app import Agent
-from hashbay.agent.events import Event, EventKind
-from hashbay.agent.sdnotify import SystemdNotifier
+from hashbay.agent.core.events import Event, EventKind
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
 from hashbay.tools.broker import HOST, Broker, mosquitto_available
 
 from ..support import rig_config

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from hashbay.agent.app import Agent
-from hashbay.agent.events import EventKind
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.slots import SlotController
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.modules.slots import SlotController
 from hashbay.tools.sim.fault_matrix import MATRIX, Reaction, Row
 
 from .rig import HASHING, chaos_config, normal, real_s, sim, step, until

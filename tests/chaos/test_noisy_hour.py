@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hashbay.agent.alarms import AlarmSettings
-from hashbay.agent.app import Agent
-from hashbay.agent.events import EventKind
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.alarm_settings import AlarmSettings
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
 
 from .rig import HASHING, chaos_config, normal, sim, step, until
 

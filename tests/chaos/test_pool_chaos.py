@@ -12,11 +12,11 @@ from contextlib import AsyncExitStack
 import pytest
 import pytest_asyncio
 
-from hashbay.agent.app import Agent
-from hashbay.agent.events import EventKind
-from hashbay.agent.pools import PoolManager
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.events import EventKind
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.mining.pools import PoolManager
 from hashbay.tools.pool import Misbehaviour, TestPool
 
 from ..test_mining_e2e import FAST_POOLS, mining_config

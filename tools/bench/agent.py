@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from hashbay.agent.config import default_config_path, load_config
+from hashbay.agent.daemon.config import default_config_path, load_config
 from hashbay.tools.bench import Figure, percentile
 from hashbay.tools.broker import HOST, Broker
 from hashbay.tools.pool import TestPool
@@ -139,7 +139,7 @@ async def _measure_with(workdir: Path, broker: Broker, pool: TestPool) -> list[F
         [
             sys.executable,
             "-m",
-            "hashbay.agent.main",
+            "hashbay.agent.daemon.main",
             "--config",
             str(_config(workdir / "a.toml", broker.port, pool.url)),
             "--state-dir",

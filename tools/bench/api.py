@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.app import Agent
-from hashbay.agent.config import Config, default_config_path, load_config
-from hashbay.agent.control_protocol import FrameDecoder, encode_frame, request_message
-from hashbay.agent.logsetup import configure_logging
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
+from hashbay.agent.daemon.logsetup import configure_logging
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.control_protocol import FrameDecoder, encode_frame, request_message
 from hashbay.tools.bench import Figure, percentile
 
 CLIENTS = 50

@@ -15,7 +15,8 @@ import asyncio
 import statistics
 import time
 
-from hashbay.agent.autotune import Autotuner, BoardProfile, TuneSettings, voltage_grid
+from hashbay.agent.tuning.autotune import Autotuner, BoardProfile, voltage_grid
+from hashbay.agent.tuning.tune_settings import TuneSettings
 from hashbay.tools.bench import Figure
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.tune_target import PhysicsTarget

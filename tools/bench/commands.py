@@ -24,14 +24,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hashbay.agent.config import default_config_path
+from hashbay.agent.daemon.config import default_config_path
 from hashbay.tools.bench import Figure
 from hashbay.tools.broker import HOST, Broker
 
 PREFIX = "bench"
 MINER = "sim-rig-01"
 COMMANDS = 1000
-AGENT = [sys.executable, "-m", "hashbay.agent.main"]
+AGENT = [sys.executable, "-m", "hashbay.agent.daemon.main"]
 REPLY_TOPIC = "flood/replies"  # outside the agent's tree, or it would refuse it
 
 

@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hashbay.agent.events import Event, EventKind
-from hashbay.agent.spool import EventSpool
+from hashbay.agent.core.events import Event, EventKind
+from hashbay.agent.interfaces.spool import EventSpool
 from hashbay.tools.bench import Figure
 from hashbay.tools.sim import physics
 

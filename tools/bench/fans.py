@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.config import default_config_path
+from hashbay.agent.daemon.config import default_config_path
 from hashbay.drivers.emc2305 import Emc2305
 from hashbay.drivers.envelope import BoardLimits, FanLimits, SafetyEnvelope
 from hashbay.drivers.fan import Fan, FanDevice
@@ -141,7 +141,7 @@ def measure(backend: str, workdir: Path) -> tuple[Sample, Sample]:
             [
                 sys.executable,
                 "-m",
-                "hashbay.agent.main",
+                "hashbay.agent.daemon.main",
                 "--config",
                 str(config),
                 "--state-dir",

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.config import MqttSection
+from hashbay.agent.daemon.config import MqttSection
 from hashbay.tools.fleet import client, render
 from hashbay.tools.fleet.model import FleetModel
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hashbay.agent.mqtt import rounded
+from hashbay.agent.interfaces.mqtt import rounded
 
 SAMPLE = Path(__file__).with_name("fleet_sample.json")
 STEADY_BYTES_PER_S = 199.0  # per miner on a pool, README: Benchmarks (agent)

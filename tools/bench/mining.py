@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
-from hashbay.agent.config import default_config_path, load_config
-from hashbay.agent.pool_work import PoolWork
-from hashbay.agent.pools import PoolManager, PoolSettings
-from hashbay.agent.rig import envelope_from
-from hashbay.agent.stratum_client import StratumSettings
-from hashbay.agent.stratum_protocol import target_of
-from hashbay.agent.stratum_work import share_hash
+from hashbay.agent.daemon.config import default_config_path, load_config
+from hashbay.agent.hardware.rig import envelope_from
+from hashbay.agent.mining.pool_settings import PoolSettings
+from hashbay.agent.mining.pool_work import PoolWork
+from hashbay.agent.mining.pools import PoolManager
+from hashbay.agent.mining.stratum_protocol import target_of
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.mining.stratum_work import share_hash
 from hashbay.drivers.bm13xx.chain import DEFAULT_VERSION_MASK, Bm13xxChain, open_serial
 from hashbay.drivers.bm13xx.frames import NonceReply
 from hashbay.drivers.slot_pins import SlotPins

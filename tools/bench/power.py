@@ -24,14 +24,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from hashbay.agent.app import Agent
-from hashbay.agent.commands import Command
-from hashbay.agent.config import Config
-from hashbay.agent.governor import Mode
-from hashbay.agent.logsetup import configure_logging
-from hashbay.agent.sdnotify import SystemdNotifier
-from hashbay.agent.slots import SlotController
-from hashbay.agent.status import SlotState
+from hashbay.agent.core.status import SlotState
+from hashbay.agent.daemon.app import Agent
+from hashbay.agent.daemon.config import Config
+from hashbay.agent.daemon.logsetup import configure_logging
+from hashbay.agent.daemon.sdnotify import SystemdNotifier
+from hashbay.agent.interfaces.commands import Command
+from hashbay.agent.modules.slots import SlotController
+from hashbay.agent.power.governor import Mode
 from hashbay.tools.bench import Figure, percentile
 from hashbay.tools.sim.configs import in_process_config
 from hashbay.tools.sim.rig import SimRig

@@ -16,8 +16,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-from hashbay.agent.health import HealthModel, HealthSettings
-from hashbay.agent.predict import Predictor, PredictSettings
+from hashbay.agent.modules.health import HealthModel
+from hashbay.agent.modules.health_settings import HealthSettings
+from hashbay.agent.modules.predict import Predictor
+from hashbay.agent.modules.predict_settings import PredictSettings
 from hashbay.tools.bench import Figure
 from hashbay.tools.bench.predict_board import (
     DAY_S,

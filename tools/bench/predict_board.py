@@ -21,8 +21,9 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hashbay.agent.autotune import Autotuner, BoardProfile, TuneSettings
-from hashbay.agent.status import ChipSample, ModuleSample
+from hashbay.agent.core.status import ChipSample, ModuleSample
+from hashbay.agent.tuning.autotune import Autotuner, BoardProfile
+from hashbay.agent.tuning.tune_settings import TuneSettings
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.chain import poisson
 from hashbay.tools.sim.tune_target import PhysicsTarget

@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hashbay.agent.health import HealthModel, HealthSettings
-from hashbay.agent.predict import Predictor, PredictSettings
-from hashbay.agent.predict_store import PredictorBook, PredictStore
-from hashbay.agent.status import HealthLevel, ModuleSample, Prediction
+from hashbay.agent.core.status import HealthLevel, ModuleSample, Prediction
+from hashbay.agent.modules.health import HealthModel
+from hashbay.agent.modules.health_settings import HealthSettings
+from hashbay.agent.modules.predict import Predictor
+from hashbay.agent.modules.predict_settings import PredictSettings
+from hashbay.agent.modules.predict_store import PredictorBook, PredictStore
 from hashbay.tools.bench.predict_board import (
     DAY_S,
     HOUR_S,

@@ -9,8 +9,8 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from hashbay.agent.config import default_config_path, load_config
-from hashbay.agent.rig import envelope_from
+from hashbay.agent.daemon.config import default_config_path, load_config
+from hashbay.agent.hardware.rig import envelope_from
 from hashbay.drivers.bm13xx.chain import Bm13xxChain, open_serial
 from hashbay.drivers.bm13xx.frames import Job
 from hashbay.drivers.eeprom import Eeprom24C02

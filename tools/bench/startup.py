@@ -28,7 +28,7 @@ def one_start(workdir: Path) -> float:
             [
                 sys.executable,
                 "-m",
-                "hashbay.agent.main",
+                "hashbay.agent.daemon.main",
                 "--state-dir",
                 str(workdir / "state"),
                 "--runtime-dir",

@@ -22,15 +22,22 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hashbay.agent.logsetup import configure_logging
-from hashbay.agent.pool_session import PoolSession
-from hashbay.agent.pool_work import Share
-from hashbay.agent.pools import authority_key, parse_url
-from hashbay.agent.stratum_client import Endpoint, PoolCounters, StratumSession, StratumSettings
-from hashbay.agent.stratum_protocol import difficulty_of
-from hashbay.agent.stratum_work import chip_job, share_hash
-from hashbay.agent.sv2.noise import ACT2_BYTES, Initiator, Responder, sign_certificate, xonly_of
-from hashbay.agent.sv2.session import Sv2Session
+from hashbay.agent.daemon.logsetup import configure_logging
+from hashbay.agent.mining.pool_session import PoolSession
+from hashbay.agent.mining.pool_settings import Endpoint, authority_key, parse_url
+from hashbay.agent.mining.pool_work import Share
+from hashbay.agent.mining.stratum_client import PoolCounters, StratumSession
+from hashbay.agent.mining.stratum_protocol import difficulty_of
+from hashbay.agent.mining.stratum_settings import StratumSettings
+from hashbay.agent.mining.stratum_work import chip_job, share_hash
+from hashbay.agent.mining.sv2.noise import (
+    ACT2_BYTES,
+    Initiator,
+    Responder,
+    sign_certificate,
+    xonly_of,
+)
+from hashbay.agent.mining.sv2.session import Sv2Session
 from hashbay.tools.bench import Figure, percentile
 from hashbay.tools.pool import HOST
 
@@ -202,7 +209,7 @@ def handshake_cpu() -> float:
     """The miner's CPU seconds per handshake: its ephemeral key, act 1, act 2, certificate."""
     from coincurve import PrivateKey
 
-    from hashbay.agent.sv2.ellswift import EllSwiftKey
+    from hashbay.agent.mining.sv2.ellswift import EllSwiftKey
 
     authority = PrivateKey()
     static = EllSwiftKey()

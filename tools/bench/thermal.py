@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 
-from hashbay.agent.fan_control import FanController, ThermalSettings
-from hashbay.agent.noise import FanModel, NoiseModel
-from hashbay.agent.protection import BoardGuard, ProtectionSettings
+from hashbay.agent.modules.protection import BoardGuard
+from hashbay.agent.modules.protection_settings import ProtectionSettings
+from hashbay.agent.thermal.fan_control import FanController
+from hashbay.agent.thermal.noise import FanModel, NoiseModel
+from hashbay.agent.thermal.thermal_settings import ThermalSettings
 from hashbay.tools.bench import Figure
 from hashbay.tools.sim.plant import ThermalPlant, zero_crossings
 

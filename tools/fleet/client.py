@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiomqtt
 
-from hashbay.agent.config import MqttSection
-from hashbay.agent.mqtt import _read_password, _tls_context
+from hashbay.agent.daemon.config import MqttSection
+from hashbay.agent.interfaces.mqtt import _read_password, _tls_context
 from hashbay.tools.fleet.model import FleetModel
 
 OPERATION_TIMEOUT_S = 10.0

@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 import aiomqtt
 
-from hashbay.agent.config import MqttSection
-from hashbay.agent.settings import parse_table
+from hashbay.agent.core.settings import parse_table
+from hashbay.agent.daemon.config import MqttSection
 from hashbay.drivers.errors import ConfigError
 from hashbay.tools.fleet import client as broker
 from hashbay.tools.fleet import html, render

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hashbay.agent.swap_order import swap_rank
+from hashbay.agent.modules.swap_order import swap_rank
 
 MAX_SLOT = 63
 SEQ_WINDOW = 4096  # seqs this far below a stream's highest are taken as already seen

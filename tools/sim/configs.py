@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from hashbay.agent.config import Config, default_config_path, load_config
+from hashbay.agent.daemon.config import Config, default_config_path, load_config
 
 
 def in_process_config(

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from hashbay.agent.config import EMC2305, Config
+from hashbay.agent.daemon.config import EMC2305, Config
 from hashbay.tools.sim.emc2305 import SimEmc2305
 from hashbay.tools.sim.i2c import SimI2CBus
 from hashbay.tools.sim.physics import fan_noise_dba

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hashbay.agent.config import Config
+    from hashbay.agent.daemon.config import Config
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hashbay.tools.sim.threads import name_os_thread
+
 Drive = tuple[Any, bool, Callable[[], None] | None]  # pin, level, what to do right after
 
 
@@ -45,8 +47,6 @@ class IrqLines:
             thread.join(timeout=2)
 
     def _run(self) -> None:
-        from hashbay.tools.sim.rig import name_os_thread  # the rig imports this module
-
         name_os_thread("sim-irq")
         while (item := self._queue.get()) is not None:
             with contextlib.suppress(Exception):  # a host callback's failure is the host's

@@ -11,8 +11,6 @@ Everything random comes from one seeded generator.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
 import random
 import select
@@ -24,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from hashbay.agent.config import Config
+from hashbay.agent.daemon.config import Config
 from hashbay.tools.sim import physics
 from hashbay.tools.sim.fans import SimFan, wire_fans
 from hashbay.tools.sim.faults import FaultCommand, ScheduledFault, load_scenario
@@ -33,6 +31,7 @@ from hashbay.tools.sim.irq import IrqLines
 from hashbay.tools.sim.module import ModuleSpec, SimModule
 from hashbay.tools.sim.pins import sim_pin_factory
 from hashbay.tools.sim.pmbus_devices import SimHotSwap, SimPsu
+from hashbay.tools.sim.threads import name_os_thread
 from hashbay.tools.sim.uart import PtyLine
 
 log = structlog.get_logger("hashbay.sim")
@@ -52,14 +51,6 @@ FAN_POWER_MAX_W = 36.0
 CONTROLLER_W = 8.0
 BOUNCES = 5
 BOUNCE_LEVEL_S = 0.001  # simulated seconds a bouncing contact holds each level
-
-
-def name_os_thread(name: str) -> None:
-    """Give the calling thread a kernel-visible name, so per-thread CPU can be told apart
-    from the agent's own (benchmarks read /proc/<pid>/task/*/comm)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 class SimClock:

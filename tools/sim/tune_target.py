@@ -32,7 +32,7 @@ THERMAL_STEP_S = 10.0
 
 
 class PhysicsTarget:
-    """Implements `hashbay.agent.autotune.TuneTarget` over the physics model.
+    """Implements `hashbay.agent.tuning.autotune.TuneTarget` over the physics model.
 
     `cpu_s` accumulates the CPU time spent inside this class, so a benchmark can tell the
     tuner's own cost from the simulation's.

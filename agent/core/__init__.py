@@ -1,0 +1,1 @@
+"""The shared vocabulary: statuses, events, the agent state, settings, alarms, records."""

@@ -1,0 +1,1 @@
+"""The daemon: command line, config assembly, wiring, supervisor, liveness, logging."""

@@ -1,0 +1,1 @@
+"""The hardware seam: bus back-ends, the rig of drivers on them, slot hardware, fans."""

@@ -1,0 +1,1 @@
+"""Hashboard modules: the slot controller, the lifecycle table, health, prediction, protection."""

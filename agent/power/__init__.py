@@ -1,0 +1,1 @@
+"""Power: the governor, its service, operating points, operator controls."""

@@ -1,0 +1,1 @@
+"""Autotuning: the tuner, a live board as its target, profiles per serial."""
