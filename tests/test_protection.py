@@ -473,6 +473,28 @@ def test_an_unreadable_sample_is_judged_lost_not_stuck() -> None:
     assert stuck.tier is Tier.SENSOR_FAULT and "stuck at 66.50 °C" in stuck.reason
 
 
+def test_a_frozen_sensor_that_stops_answering_is_judged_by_its_silence_not_as_stuck() -> None:
+    guard = BoardGuard(S)
+    guard.assess(BOOT, (70.0, 66.5), 1300.0)
+    for t in range(1, 61):  # sensor 1 frozen since the power moved at +1 s: 59 s of 60
+        assert guard.assess(BOOT + t, (70.0 - t * 0.05, 66.5), 1150.0).tier is Tier.OK
+    silent = [guard.assess(BOOT + 61 + n * 0.1, (66.0, None), 1150.0) for n in range(40)]
+    assert all(v.tier is Tier.OK for v in silent)  # unreadable, and not yet for long
+    assert silent[-1].unreadable == (1,)
+    lost = guard.assess(BOOT + 66, (66.0, None), 1150.0)
+    assert lost.tier is Tier.SENSOR_FAULT
+    assert lost.reason.startswith("temperature sensor 1 unreadable for 5 s")
+
+
+def test_a_verdict_tells_the_temperature_or_that_no_sensor_read() -> None:
+    guard = BoardGuard(S)
+    warm = guard.assess(BOOT, (81.0,))
+    assert (warm.tier, warm.reason) == (Tier.WARN, "board at 81.0 °C, warning from 80 °C")
+    blank = guard.assess(BOOT + 0.1, (None,))  # the warning holds, on no temperature
+    assert (blank.tier, blank.reason) == (Tier.WARN, "no sensor read this time: tier held")
+    assert BoardGuard(S).assess(BOOT, (70.0,)).reason == "board at 70.0 °C"
+
+
 def test_a_sensor_that_appears_later_is_watched_from_when_it_appeared() -> None:
     guard = BoardGuard(EVERY_READ_COUNTS)
     guard.assess(BOOT, (70.0,))
